@@ -134,6 +134,114 @@ class DistConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """BPE tokenizer training and encoding into token shards (`kiln tokenize`)."""
+
+    vocab_size: int = _f(4096, "Vocabulary size of a trained tokenizer (special tokens included).")
+    min_frequency: int = _f(2, "A pair must occur this often to become a merge.")
+    chat_tokens: int = _f(
+        8, "Reserved special tokens <|reserved_0|>… added after <|endoftext|> for fine-tuning."
+    )
+    max_train_bytes: int = _f(
+        1 << 30, "Train the BPE on at most this many bytes of the train split (0 = all)."
+    )
+    workers: int = _f(2, "Encoding processes.")
+    engine: str = _f(
+        "auto",
+        "Encoder: auto (tiktoken from the same merges when it reproduces tokenizers' ids, else hf) | tiktoken | hf.",
+    )
+    verify_docs: int = _f(
+        256, "Documents per split cross-checked between the fast engine and tokenizers."
+    )
+    shard_tokens: int = _f(100_000_000, "Most tokens per output shard.")
+    segment_chars: int = _f(
+        1 << 20, "Long documents are encoded in pieces of about this many characters."
+    )
+
+
+@dataclass
+class FilterConfig:
+    """Quality heuristics (Gopher, C4, FineWeb); see components/ingest/filters.py for sources."""
+
+    disable: list = _f([], 'Names of filters to switch off, e.g. ["stop_words", "c4_lines"].')
+    min_chars: int = _f(50, "Drop documents shorter than this (characters).")
+    max_chars: int = _f(10_000_000, "Drop documents longer than this (characters).")
+    min_words: int = _f(50, "Gopher: minimum number of words.")
+    max_words: int = _f(100_000, "Gopher: maximum number of words.")
+    min_mean_word_len: float = _f(3.0, "Gopher: minimum mean word length.")
+    max_mean_word_len: float = _f(10.0, "Gopher: maximum mean word length.")
+    max_symbol_word_ratio: float = _f(0.1, "Gopher: max ('#' + '...') per word.")
+    max_ellipsis_lines: float = _f(0.3, "Gopher: max fraction of lines ending with an ellipsis.")
+    max_bullet_lines: float = _f(0.9, "Gopher: max fraction of lines starting with a bullet.")
+    min_alpha_words: float = _f(0.8, "Gopher: min fraction of words with an alphabetic character.")
+    min_stop_words: int = _f(2, "Gopher: min count of English stop words (the, be, to, …).")
+    max_dup_line_frac: float = _f(0.3, "Gopher: max fraction of duplicate lines.")
+    max_dup_line_char_frac: float = _f(
+        0.2, "Gopher: max fraction of characters in duplicate lines."
+    )
+    max_top_ngram_frac: list = _f(
+        [0.2, 0.18, 0.16], "Gopher: max char fraction of the most common 2-, 3-, 4-gram."
+    )
+    max_dup_ngram_frac: list = _f(
+        [0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
+        "Gopher: max char fraction in duplicated 5- to 10-grams.",
+    )
+    c4_min_line_words: int = _f(
+        0, "C4: drop lines with fewer words (0 = off; C4 used 3, drops code-like text)."
+    )
+    c4_bad_phrases: bool = _f(True, "C4: drop documents with 'lorem ipsum' or a '{' curly bracket.")
+    max_short_line_frac: float = _f(
+        0.67, "FineWeb: max fraction of lines shorter than 30 characters."
+    )
+    max_newline_char_ratio: float = _f(0.3, "FineWeb: max newlines per character.")
+
+
+@dataclass
+class DedupConfig:
+    """Exact and MinHash-LSH near-duplicate removal (global across workers)."""
+
+    exact: bool = _f(True, "Drop documents whose normalized text was already seen.")
+    near: bool = _f(True, "Drop near duplicates found by MinHash LSH.")
+    shingle: int = _f(5, "Words per shingle for MinHash.")
+    bands: int = _f(14, "LSH bands.")
+    rows: int = _f(8, "Hashes per band (bands × rows MinHash permutations).")
+    threshold: float = _f(
+        0.8, "Candidates sharing a band are duplicates if estimated Jaccard ≥ this (0 = any)."
+    )
+    seed: int = _f(42, "Seed of the MinHash permutations.")
+
+
+@dataclass
+class IngestConfig:
+    """Raw text → cleaned, filtered, deduplicated train/val parquet (`kiln ingest`)."""
+
+    text_field: str = _f("text", "Field (jsonl/json) or column (parquet) holding the text.")
+    id_field: str = _f("id", "Field holding a document id; missing ids are derived from file+line.")
+    workers: int = _f(2, "Reader/filter processes (dedup and writing stay global and ordered).")
+    on_bad_utf8: str = _f(
+        "replace", "Non-UTF-8 bytes: replace (U+FFFD, counted) | skip (drop the line, counted)."
+    )
+    max_line_bytes: int = _f(
+        64 << 20, "Longer lines/records are rejected (streamed, never held in memory)."
+    )
+    max_file_bytes: int = _f(
+        16 << 30, "Stop a file after this many decompressed bytes (compression-bomb guard)."
+    )
+    val_fraction: float = _f(0.01, "Fraction of documents (by hash of id) for validation.")
+    split_seed: int = _f(0, "Salt of the train/val hash; change it to draw another split.")
+    shard_bytes: int = _f(128 << 20, "Most text bytes per parquet shard.")
+    languages: list = _f([], 'Keep only these languages (ISO 639-1, e.g. ["en"]); [] = all.')
+    min_lang_score: float = _f(0.65, "Minimum language-id probability to keep a document.")
+    redact_pii: bool = _f(True, "Replace e-mails, phone numbers and IP addresses (counted).")
+    source_weights: dict = _f(
+        {}, 'Per-source sampling weight, e.g. {"web": 0.5, "books": 2.0} (default 1).'
+    )
+    rejects_examples: int = _f(3, "Dropped examples kept per reason in stats.json.")
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+
+@dataclass
 class Config:
     """Everything a Kiln run needs, one section per concern."""
 
@@ -142,6 +250,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
