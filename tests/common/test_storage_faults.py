@@ -1,0 +1,96 @@
+"""Fault tests: S3 unreachable during an upload (short → completes and verifies; long → a clear
+error and no commit marker). A TcpProxy between the client and moto makes S3 "unreachable"."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import boto3
+import pytest
+
+from components.common import storage
+from components.common.storage import S3Settings, StorageError
+
+
+def _tree(root, n_files=4, size=6 << 20):
+    root.mkdir(parents=True)
+    for i in range(n_files):
+        (root / f"part-{i}.bin").write_bytes(os.urandom(size))
+
+
+def _settings(**kw):
+    # 5 tries, 0.4 s doubling: retries cover ~0.4+0.8+1.6+3.2 = 6 s of outage.
+    base = dict(part_size_mb=5, max_concurrency=2, retries=5, retry_backoff_s=0.4)
+    base.update(kw)
+    return S3Settings.from_env(connect_timeout_s=1, read_timeout_s=2, **base)
+
+
+def _outage(proxy, after_s, for_s):
+    def run():
+        time.sleep(after_s)
+        proxy.pause()
+        time.sleep(for_s)
+        proxy.resume()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _open_multipart_uploads(s):
+    raw = boto3.client(
+        "s3",
+        endpoint_url=os.environ["AWS_S3_ENDPOINT"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    return raw.list_multipart_uploads(Bucket=s.bucket).get("Uploads", [])
+
+
+def test_short_outage_during_upload_completes_and_verifies(s3_proxy, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="components.common.storage")
+    _tree(tmp_path / "model")
+    s = _settings()
+    uri = f"s3://{s.bucket}/short/model"
+    outage = _outage(s3_proxy, after_s=0.3, for_s=2.0)
+    t0 = time.monotonic()
+    manifest = storage.upload_dir(tmp_path / "model", uri, s)
+    outage.join()
+    assert time.monotonic() - t0 > 2.0  # the outage really overlapped the upload
+    assert any("retry" in r.getMessage() for r in caplog.records)
+    assert storage.is_committed(uri, s)
+    storage.download_dir(uri, tmp_path / "back", settings=s)
+    for rel, meta in manifest["files"].items():
+        assert storage.sha256_file(tmp_path / "back" / rel) == meta["sha256"]
+    assert _open_multipart_uploads(s) == []  # failed attempts' uploads were aborted
+
+
+def test_long_outage_fails_clearly_without_commit_marker(s3_proxy, tmp_path):
+    _tree(tmp_path / "model", n_files=3)
+    s = _settings(retries=3, retry_backoff_s=0.3)
+    uri = f"s3://{s.bucket}/long/model"
+    s3_proxy.pause()
+    try:
+        with pytest.raises(StorageError, match=r"still failing after 3 attempts"):
+            storage.upload_dir(tmp_path / "model", uri, s)
+    finally:
+        s3_proxy.resume()
+    assert not storage.is_committed(uri, s)
+    assert not storage.exists(storage.join(uri, storage.MANIFEST_NAME), s)
+
+
+def test_outage_midway_leaves_no_marker_and_rerun_commits(s3_proxy, tmp_path):
+    _tree(tmp_path / "model", n_files=4)
+    s = _settings(retries=2, retry_backoff_s=0.2)
+    uri = f"s3://{s.bucket}/mid/model"
+    outage = _outage(s3_proxy, after_s=0.4, for_s=3.0)
+    with pytest.raises(StorageError):
+        storage.upload_dir(tmp_path / "model", uri, s)
+    outage.join()
+    assert not storage.is_committed(uri, s)
+    storage.upload_dir(tmp_path / "model", uri, s)  # the re-run skips what already landed
+    assert storage.is_committed(uri, s)
+    storage.download_dir(uri, tmp_path / "back", settings=s)

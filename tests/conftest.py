@@ -1,0 +1,261 @@
+"""Shared fixtures: real local services (moto S3 server, MLflow server), a pausable TCP proxy for
+fault tests, and a secret canary. Every server binds 127.0.0.1 on a free port and is always stopped.
+
+    def test_x(s3_server):        # AWS_* env points at moto; AWS_S3_BUCKET is a fresh bucket
+    def test_y(s3_proxy):         # same, but through a proxy the test can pause()/resume()
+    def test_z(mlflow_env):       # MLFLOW_TRACKING_URI points at a real `mlflow server`
+    def test_w(secret_canary):    # a random secret in env; secret_canary.assert_absent(text)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tool(name: str) -> str:
+    path = _VENV_BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return found
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url}: not ready after {timeout}s:\n{log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------- S3
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `moto_server` for the session; tests isolate themselves with fresh buckets."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        _wait_http(f"{endpoint}/moto-api/", proc, 30, log)
+        yield endpoint
+    finally:
+        _stop(proc)
+
+
+def _point_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, bucket: str) -> None:
+    monkeypatch.setenv("AWS_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    secret = os.environ.get("KILN_TEST_SECRET_CANARY", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_S3_BUCKET", bucket)
+    monkeypatch.delenv("KILN_S3_LOCAL_ROOT", raising=False)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def s3_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """AWS_* env pointed at the moto server, with a fresh empty bucket in AWS_S3_BUCKET."""
+    import boto3
+
+    bucket = f"kiln-test-{uuid.uuid4().hex[:12]}"
+    _point_env_at(monkeypatch, moto_endpoint, bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    yield moto_endpoint
+
+
+class TcpProxy:
+    """A 127.0.0.1 TCP proxy to `upstream` that a test can pause (drop every connection, and
+    close new ones at once: the server looks unreachable) and resume."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.paused = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def pause(self) -> None:
+        self.paused.set()
+        with self._lock:
+            for c in self._conns:
+                _close(c)
+            self._conns.clear()
+
+    def resume(self) -> None:
+        self.paused.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.pause()
+        _close(self._listener)
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.paused.is_set():
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.paused.is_set():
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        _close(src)
+        _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@pytest.fixture
+def s3_proxy(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TcpProxy]:
+    """Like s3_server, but AWS_S3_ENDPOINT goes through a TcpProxy the test can pause/resume."""
+    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
+    monkeypatch.setenv("AWS_S3_ENDPOINT", proxy.endpoint)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+# --------------------------------------------------------------------------------------- MLflow
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, local artifact store); yields its tracking URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    env = dict(os.environ)
+    env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = root / "server.log"
+    cmd = [
+        _tool("mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_http(f"{uri}/health", proc, 90, log)
+        yield uri
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def mlflow_env(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MLFLOW_TRACKING_URI set to the session's MLflow server (and no inherited run id)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return mlflow_server
+
+
+# ------------------------------------------------------------------------------- secret canary
+class SecretCanary:
+    """A random secret placed in the environment; assert it never leaks into outputs."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def assert_absent(self, text: str, where: str = "output") -> None:
+        assert self.value not in text, f"secret canary leaked into {where}"
+
+    def assert_absent_from_mlflow_run(self, run_id: str) -> None:
+        """Check the run's params, tags and metric names (uses MLFLOW_TRACKING_URI)."""
+        from mlflow.tracking import MlflowClient
+
+        data = MlflowClient().get_run(run_id).data
+        for kind, mapping in (("params", data.params), ("tags", data.tags)):
+            self.assert_absent(repr(sorted(mapping.items())), f"MLflow {kind} of run {run_id}")
+        self.assert_absent(repr(sorted(data.metrics)), f"MLflow metric names of run {run_id}")
+
+
+@pytest.fixture
+def secret_canary(monkeypatch: pytest.MonkeyPatch) -> SecretCanary:
+    """Sets AWS_SECRET_ACCESS_KEY (and KILN_TEST_SECRET_CANARY) to a fresh random value."""
+    value = f"canary-{secrets.token_hex(12)}"
+    monkeypatch.setenv("KILN_TEST_SECRET_CANARY", value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", value)
+    return SecretCanary(value)
