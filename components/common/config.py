@@ -242,6 +242,42 @@ class IngestConfig:
 
 
 @dataclass
+class StorageConfig:
+    """Where artifacts go. Credentials never live here: they come from the data-connection env
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), so they can't leak into logs or MLflow params."""
+
+    root: str = _f(
+        "",
+        "Artifact root: s3://bucket/prefix, or a local dir; '' = s3://$AWS_S3_BUCKET/kiln when a bucket is set, else WORKDIR/s3.",
+    )
+    endpoint: str = _f("", "S3 endpoint URL; '' = $AWS_S3_ENDPOINT (unset: the local stand-in).")
+    region: str = _f("", "S3 region; '' = $AWS_DEFAULT_REGION, else us-east-1.")
+    part_size_mb: int = _f(64, "Multipart part size in MiB (min 5); also the multipart threshold.")
+    max_concurrency: int = _f(8, "Parallel part uploads/downloads per file.")
+    retries: int = _f(
+        5, "Attempts per S3 operation on transient errors (connection, 5xx, throttling)."
+    )
+    retry_backoff_s: float = _f(
+        0.5, "First retry delay in seconds; doubles per attempt, capped at 8 s."
+    )
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking and the model registry."""
+
+    backend: str = _f("mlflow", "mlflow | file (JSONL under the workdir, no server) | none.")
+    uri: str = _f(
+        "", "MLflow tracking URI; '' = $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db."
+    )
+    experiment: str = _f("kiln", "MLflow experiment that pipeline runs are recorded under.")
+    model_name: str = _f("kiln-llama", "Registered model name that publish creates versions of.")
+    gate_metric: str = _f(
+        "val_loss", "Metric (lower is better) that must beat the champion's to move `champion`."
+    )
+
+
+@dataclass
 class Config:
     """Everything a Kiln run needs, one section per concern."""
 
@@ -252,6 +288,8 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -467,6 +505,12 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"dist.strategy must be ddp or fsdp, got {cfg.dist.strategy!r}")
     if cfg.train.max_steps < 1 or cfg.train.micro_batch_size < 1:
         raise ValueError("train.max_steps and train.micro_batch_size must be >= 1")
+    if cfg.tracking.backend not in {"mlflow", "file", "none"}:
+        raise ValueError(
+            f"tracking.backend must be mlflow, file or none, got {cfg.tracking.backend!r}"
+        )
+    if cfg.storage.part_size_mb < 5 or cfg.storage.retries < 1:
+        raise ValueError("storage.part_size_mb must be >= 5 (S3 minimum) and storage.retries >= 1")
 
 
 def describe_fields(obj: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:
