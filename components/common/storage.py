@@ -91,6 +91,30 @@ class S3Settings:
         return dataclasses.replace(base, **tuned)
 
 
+def settings_from_config(storage_cfg: Any) -> S3Settings:
+    """S3Settings from the env, overridden by a `StorageConfig` section (empty fields ignored)."""
+    c = storage_cfg
+    return S3Settings.from_env(
+        endpoint=c.endpoint,
+        region=c.region,
+        part_size_mb=c.part_size_mb,
+        max_concurrency=c.max_concurrency,
+        retries=c.retries,
+        retry_backoff_s=c.retry_backoff_s,
+    )
+
+
+def artifact_root(storage_cfg: Any, workdir: str | Path) -> str:
+    """Where a run's artifacts go: `storage.root`, else s3://$AWS_S3_BUCKET/kiln when a
+    bucket is configured, else the local directory WORKDIR/s3."""
+    if storage_cfg.root:
+        return storage_cfg.root
+    s = settings_from_config(storage_cfg)
+    if s.bucket:
+        return f"s3://{s.bucket}/kiln"
+    return str(Path(workdir) / "s3")
+
+
 # ------------------------------------------------------------------------------------ URI helpers
 def is_s3(uri: str) -> bool:
     """True for `s3://bucket/key` URIs (local paths and `file://` are not)."""

@@ -164,3 +164,20 @@ def test_plain_local_paths(tmp_path, monkeypatch):
         storage.download_dir(str(tmp_path / "published"), tmp_path / "dst")
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         storage.upload_dir(tmp_path / "missing", str(tmp_path / "x"))
+
+
+def test_settings_and_artifact_root_from_config(tmp_path, monkeypatch):
+    from components.common.config import load_config
+
+    monkeypatch.delenv("AWS_S3_BUCKET", raising=False)
+    monkeypatch.setenv("AWS_S3_ENDPOINT", "http://127.0.0.1:9")
+    cfg = load_config("tiny", overrides=["storage.part_size_mb=8", "storage.retries=2"])
+    s = storage.settings_from_config(cfg.storage)
+    assert (s.endpoint, s.part_size_mb, s.retries) == ("http://127.0.0.1:9", 8, 2)
+    assert storage.artifact_root(cfg.storage, tmp_path) == str(tmp_path / "s3")
+    monkeypatch.setenv("AWS_S3_BUCKET", "kb")
+    assert storage.artifact_root(cfg.storage, tmp_path) == "s3://kb/kiln"
+    cfg.storage.root = "s3://other/p"
+    assert storage.artifact_root(cfg.storage, tmp_path) == "s3://other/p"
+    with pytest.raises(ValueError, match="part_size_mb must be >= 5"):
+        load_config("tiny", overrides=["storage.part_size_mb=1"])

@@ -1,0 +1,238 @@
+"""Experiment tracking: one small Tracker interface, three implementations, one factory.
+
+    tracker = make_tracker(cfg, rank=rank, workdir="kiln-work")   # NullTracker off rank 0
+    tracker.log_params(cfg.to_dict())                            # flattened: "train.max_steps"
+    tracker.log_metrics({"loss": loss}, step=step)               # cast to float
+    tracker.finish()
+
+`MlflowTracker` imports mlflow lazily and joins the run named by `MLFLOW_RUN_ID` when set, so every
+pipeline step writes to one MLflow run (the step that created a run is the one that ends it).
+`FileTracker` writes JSONL and needs nothing. Values of secret-looking environment variables are
+masked before anything is logged. This is the only module that imports mlflow; the model
+registry (`components/common/registry.py`) reaches MLflow through `mlflow_client` here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL", re.I)
+
+
+def _secret_values() -> list[str]:
+    """Values of env vars whose names look secret (long enough to be worth masking)."""
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6]
+
+
+def redact(text: str) -> str:
+    """`text` with every secret-looking env var value replaced by '***'."""
+    for secret in _secret_values():
+        text = text.replace(secret, "***")
+    return text
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping → {"section.key": str(value)} (lists/dicts as JSON), secrets masked."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            out[name] = redact(text)[:MAX_PARAM_CHARS]
+    return out
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Cast metric values to float (tensors, numpy scalars), dropping what can't be cast."""
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[key] = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            log.warning("metric %r=%r is not a number; not logged", key, value)
+    return out
+
+
+class Tracker:
+    """What every stage logs to. The base class is the no-op tracker."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log a (nested) mapping of parameters, flattened to dotted keys."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log numeric metrics at an optional step."""
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set string tags (lineage: dataset digest, code version, URIs...)."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Attach a local file (or directory) to the run, under `artifact_path`."""
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run (FINISHED | FAILED | KILLED) if this tracker started it."""
+
+
+class NullTracker(Tracker):
+    """Tracking off, or a rank other than 0: every call is a no-op."""
+
+
+class FileTracker(Tracker):
+    """Dependency-free tracker: params.json, tags.json, metrics.jsonl and artifacts/ in `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_id = self.root.name
+
+    def _merge_json(self, name: str, items: dict[str, str]) -> None:
+        path = self.root / name
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data.update(items)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._merge_json("params.json", flatten(params))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._merge_json("tags.json", {k: redact(str(v)) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {"step": step, "time": time.time(), **_floats(metrics)}
+        with open(self.root / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        src, dest = Path(path), self.root / "artifacts" / (artifact_path or "")
+        dest.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest / src.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest / src.name)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._merge_json("tags.json", {"status": status})
+
+
+def default_tracking_uri(workdir: str | Path) -> str:
+    """The local MLflow store used when no server is given: sqlite under the workdir."""
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str = "", workdir: str | Path = "kiln-work") -> str:
+    """`uri`, else $MLFLOW_TRACKING_URI, else the local sqlite store under `workdir`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    """An `MlflowClient` for tracking and registry at `tracking_uri` (imports mlflow lazily)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def is_not_found(error: Exception) -> bool:
+    """True for MLflow's RESOURCE_DOES_NOT_EXIST (no such model, version, alias or run)."""
+    return getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+class MlflowTracker(Tracker):
+    """Logs to an MLflow run: the one in `run_id` / $MLFLOW_RUN_ID, else a new one it owns."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str = "kiln",
+        run_id: str | None = None,
+        run_name: str | None = None,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
+        self.tracking_uri = tracking_uri
+        self.client = mlflow_client(tracking_uri)
+        run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
+        if run_id:
+            self.run_id = self.client.get_run(run_id).info.run_id  # fails early if unknown
+            self.owns_run = False
+        else:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is not None:
+                exp_id = exp.experiment_id
+            elif tracking_uri.startswith("sqlite:///"):
+                # Keep a local store's artifacts next to its db, not in the current directory.
+                store = Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts"
+                exp_id = self.client.create_experiment(experiment, store.resolve().as_uri())
+            else:
+                exp_id = self.client.create_experiment(experiment)
+            self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+            self.owns_run = True
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [self._Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [
+            self._Metric(k, v, now, step or 0)
+            for k, v in _floats(metrics).items()
+            if not math.isinf(v)  # MLflow stores NaN but rejects inf
+        ]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [self._RunTag(k, redact(str(v))) for k, v in tags.items()]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.owns_run:
+            self.client.set_terminated(self.run_id, status)
+
+
+def make_tracker(
+    cfg: Any, rank: int = 0, workdir: str | Path = "kiln-work", run_name: str | None = None
+) -> Tracker:
+    """The tracker `cfg.tracking` asks for; a NullTracker on every rank but 0.
+
+    Args:
+        cfg: a `Config` (uses `cfg.tracking.backend`, `.uri`, `.experiment`).
+        rank: the process's global rank; only rank 0 logs, so metrics aren't duplicated.
+        workdir: where the file tracker and the default local MLflow store live.
+        run_name: name for a new MLflow run (ignored when joining $MLFLOW_RUN_ID).
+    """
+    backend = cfg.tracking.backend
+    if rank != 0 or backend == "none":
+        return NullTracker()
+    if backend == "file":
+        return FileTracker(Path(workdir) / "tracking")
+    if backend == "mlflow":
+        uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
+        return MlflowTracker(uri, cfg.tracking.experiment, run_name=run_name)
+    raise ValueError(f"tracking.backend must be mlflow, file or none, got {backend!r}")
