@@ -149,8 +149,12 @@ def mlflow_client(tracking_uri: str) -> Any:
 
 
 def is_not_found(error: Exception) -> bool:
-    """True for MLflow's RESOURCE_DOES_NOT_EXIST (no such model, version, alias or run)."""
-    return getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+    """True when MLflow says a model, version, alias or run does not exist."""
+    code = getattr(error, "error_code", "")
+    # A missing alias comes back as INVALID_PARAMETER_VALUE "... alias X not found."
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(error)
+    )
 
 
 class MlflowTracker(Tracker):
