@@ -80,6 +80,10 @@ class TrainConfig:
     """The training loop."""
 
     max_steps: int = _f(1000, "Optimizer steps to train for.")
+    stop_after_steps: int = _f(
+        0,
+        "Stop this invocation after N steps (0 = run to max_steps); the schedule still spans max_steps, so a later --resume continues seamlessly (time-sliced or preemptible jobs).",
+    )
     micro_batch_size: int = _f(8, "Sequences per worker per forward/backward pass.")
     tokens_per_step: int = _f(
         0,

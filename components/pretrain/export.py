@@ -1,0 +1,164 @@
+"""Hugging Face Llama format: export a trained model, import one back.
+
+`export_hf(model, out_dir, tokenizer_json)` writes what `transformers.AutoModelForCausalLM` and vLLM
+load as is:
+
+    model/config.json              LlamaForCausalLM config
+    model/generation_config.json
+    model/model.safetensors        weights under HF names (ours already match; `model.` prefix added)
+    model/tokenizer.json           (+ tokenizer_config.json / special_tokens_map.json)
+
+Our parameter layout (including rotate-half RoPE) is HF's, so no permutation is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from components.common.config import ModelConfig
+from components.pretrain import checkpoint as ckpt
+from components.pretrain.model import Llama, ffn_dim
+
+EOT = "<|endoftext|>"
+
+
+def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32") -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": ffn_dim(cfg),
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.dim // cfg.n_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": cfg.init_std,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "torch_dtype": dtype,
+        "use_cache": True,
+    }
+
+
+def export_hf(
+    state_dict: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    out_dir: str | Path,
+    tokenizer_json: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a Hugging Face Llama model directory from our state dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {}
+    for name, tensor in state_dict.items():
+        if cfg.tie_embeddings and name == "lm_head.weight":
+            continue  # HF re-ties it from the embedding
+        hf_name = name if name == "lm_head.weight" else f"model.{name}"
+        weights[hf_name] = tensor.detach().to("cpu", dtype).contiguous()
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    eos_id = None
+    if tokenizer_json:
+        shutil.copyfile(tokenizer_json, out / "tokenizer.json")
+        vocab = json.loads(Path(tokenizer_json).read_text()).get("added_tokens", [])
+        eos_id = next((t["id"] for t in vocab if t["content"] == EOT), None)
+        special = (
+            {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eos_id is not None else {}
+        )
+        (out / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "model_max_length": cfg.max_seq_len,
+                    "clean_up_tokenization_spaces": False,
+                    **special,
+                },
+                indent=2,
+            )
+        )
+        (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    dtype_name = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, eos_id, dtype_name), indent=2))
+    gen = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256}
+    if eos_id is not None:
+        gen.update(bos_token_id=eos_id, eos_token_id=eos_id)
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    return out
+
+
+def export_checkpoint(
+    checkpoint_dir: str | Path, out_dir: str | Path, tokenizer_json: str | Path | None = None
+) -> Path:
+    """Export a training checkpoint (`step_N/`) to a Hugging Face model directory."""
+    from components.common.config import from_dict
+
+    parts = ckpt.read_checkpoint(checkpoint_dir)
+    cfg = from_dict(parts["config"]).model
+    return export_hf(parts["model"], cfg, out_dir, tokenizer_json)
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """Our ModelConfig from a Hugging Face Llama `config.json` mapping."""
+    if hf.get("model_type") != "llama":
+        raise ValueError(f"expected a llama config, got model_type={hf.get('model_type')!r}")
+    heads = hf["num_attention_heads"]
+    if hf.get("head_dim", hf["hidden_size"] // heads) != hf["hidden_size"] // heads:
+        raise ValueError("head_dim != hidden_size / num_attention_heads is not supported")
+    if hf.get("rope_scaling"):
+        raise ValueError(f"rope_scaling {hf['rope_scaling']!r} is not supported")
+    return ModelConfig(
+        vocab_size=hf["vocab_size"],
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads", heads),
+        ffn_dim=hf["intermediate_size"],
+        max_seq_len=hf["max_position_embeddings"],
+        rope_theta=float(
+            hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+        ),
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+
+
+def import_hf(model_dir: str | Path) -> Llama:
+    """Load a Hugging Face Llama directory (ours or any compatible one) into our model."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(
+            f"{model_dir}/config.json not found: not a Hugging Face model directory"
+        )
+    cfg = config_from_hf(json.loads((model_dir / "config.json").read_text()))
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(f))
+    state = {
+        (k if k == "lm_head.weight" else k.removeprefix("model.")): v.float()
+        for k, v in weights.items()
+    }
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model = Llama(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{model_dir}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    return model

@@ -1,0 +1,256 @@
+"""Run the training loop under Ray Train, locally or on a cluster, or submit it as a Ray job.
+
+Three ways in, one training function (`train.Trainer`):
+
+    launch(cfg, tokens, out)                       # TorchTrainer, cfg.dist.workers workers (local Ray or
+                                                   # the cluster in cfg.dist.ray_address / RAY_ADDRESS)
+    submit_job(cfg, tokens, out, "http://head:8265")   # Ray Jobs API: runs `kiln train` on the cluster,
+                                                   # streams its logs, raises if the job fails
+
+Scaling lives only in `ScalingConfig`. A dead worker restarts the group from the last reported
+checkpoint (`FailureConfig.max_failures`); a re-run with the same output resumes the same run.
+This is the only module of the stage that imports Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from components.common.config import Config, from_dict
+from components.pretrain import checkpoint as ckpt
+from components.pretrain.train import Runtime, Trainer
+
+log = logging.getLogger("kiln.ray")
+RUN_NAME = "train"
+
+
+class RayRuntime(Runtime):
+    """A Ray Train worker: checkpoints are reported to Ray, which persists them to storage."""
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield Path(directory)
+
+    def save(self, step: int, writer, metrics: dict[str, float], keep: int) -> None:
+        # Every worker must call report the same number of times; only rank 0 attaches files.
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="kiln-ckpt-") as tmp:
+            directory = Path(tmp) / f"step_{step}"
+            writer(directory)
+            ray.train.report(
+                metrics,
+                checkpoint=Checkpoint.from_directory(directory),
+                checkpoint_dir_name=f"step_{step}",
+            )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Entry point on every Ray Train worker."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ctx = ray.train.get_context()
+    runtime = RayRuntime(
+        output_dir=Path(config["output_dir"]),
+        rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+    Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime).fit()
+
+
+@dataclass
+class LaunchResult:
+    checkpoint: str | None  # the final checkpoint: a local path, or a path inside `filesystem`
+    metrics: dict
+    filesystem: object | None = None  # pyarrow filesystem for remote (s3://) storage
+
+
+def _storage(cfg: Config, output_dir: Path) -> tuple[str, object | None]:
+    """Ray storage path and filesystem: local dir, or s3:// with the endpoint from the environment."""
+    path = cfg.dist.storage_path or str((output_dir / "ray").resolve())
+    if not path.startswith("s3://"):
+        return path, None
+    import pyarrow.fs
+
+    endpoint = os.environ.get("AWS_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    fs = pyarrow.fs.S3FileSystem(
+        endpoint_override=endpoint,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    return path.removeprefix("s3://"), fs
+
+
+def ensure_ray(address: str = "") -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local one bound to loopback."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    if sys.platform == "linux":
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local workers talk over loopback
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
+
+
+def launch(
+    cfg: Config, tokens_dir: str | Path, output_dir: str | Path, resume: bool = False
+) -> LaunchResult:
+    """Train with `cfg.dist.workers` Ray Train workers; returns the final checkpoint and metrics.
+
+    Re-running with the same output directory and `resume=True` continues the same run from its
+    latest checkpoint; without it an existing run is an error, so nothing is silently overwritten.
+    """
+    output_dir = Path(output_dir).resolve()
+    storage_path, storage_fs = _storage(cfg, output_dir)
+    if storage_fs is None and not resume and (Path(storage_path) / RUN_NAME).exists():
+        raise ValueError(
+            f"{Path(storage_path) / RUN_NAME} already holds a run: pass --resume to continue it, or use a new --output"
+        )
+    ensure_ray(cfg.dist.ray_address)
+    env = (
+        {"GLOO_SOCKET_IFNAME": os.environ["GLOO_SOCKET_IFNAME"]}
+        if "GLOO_SOCKET_IFNAME" in os.environ
+        else {}
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "tokens_dir": str(Path(tokens_dir).resolve()),
+            "output_dir": str(output_dir),
+        },
+        torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.dist.workers,
+            use_gpu=cfg.dist.use_gpu,
+            resources_per_worker={
+                "CPU": cfg.dist.cpus_per_worker,
+                **({"GPU": 1} if cfg.dist.use_gpu else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.dist.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return LaunchResult(
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        metrics=dict(result.metrics or {}),
+        filesystem=storage_fs,
+    )
+
+
+@contextlib.contextmanager
+def local_checkpoint(result: LaunchResult) -> Iterator[Path | None]:
+    """The final checkpoint as a local directory (downloaded from storage when remote)."""
+    if result.checkpoint is None:
+        yield None
+    elif result.filesystem is None:
+        yield Path(result.checkpoint)
+    else:
+        with Checkpoint(result.checkpoint, filesystem=result.filesystem).as_directory() as d:
+            yield Path(d)
+
+
+def copy_final_checkpoint(result: LaunchResult, destination: Path) -> Path | None:
+    """Copy the final checkpoint into `destination/checkpoints/step_N` (what the plain runner writes)."""
+    with local_checkpoint(result) as directory:
+        if directory is None:
+            return None
+        step = int(ckpt.read_checkpoint(directory)["trainer_state"]["step"])
+
+        def writer(tmp: Path) -> None:
+            shutil.copytree(directory, tmp)
+
+        return ckpt.save_atomic(destination / "checkpoints", step, writer)
+
+
+# ---------------------------------------------------------------------------------- Jobs API
+def submit_job(
+    cfg: Config,
+    tokens_dir: str,
+    output_dir: str,
+    address: str,
+    resume: bool = True,
+    wait: bool = True,
+    stream=None,
+) -> str:
+    """Submit `kiln train` to a Ray cluster's Jobs API, stream its logs, return the job id.
+
+    Paths must be valid on the cluster (shared storage or s3://). Raises RuntimeError when the
+    job ends FAILED or STOPPED.
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    args = [
+        "kiln",
+        "train",
+        "--tokens",
+        str(tokens_dir),
+        "--output",
+        str(output_dir),
+        "--config-json",
+        cfg.to_json(),
+    ]
+    args += ["--workers", str(max(1, cfg.dist.workers))] + (["--resume"] if resume else [])
+    forwarded = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("AWS_", "MLFLOW_TRACKING_URI", "KILN_"))
+    }
+    job_id = client.submit_job(
+        entrypoint=shlex.join(args), runtime_env={"env_vars": forwarded} if forwarded else None
+    )
+    log.info("submitted Ray job %s to %s", job_id, address)
+    if not wait:
+        return job_id
+    stream = stream or sys.stdout
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            stream.write(chunk)
+            stream.flush()
+
+    asyncio.run(tail())
+    status = client.get_job_status(job_id)
+    if status != JobStatus.SUCCEEDED:
+        info = client.get_job_info(job_id)
+        raise RuntimeError(
+            f"Ray job {job_id} ended {status}: {info.message or 'see the logs above'}"
+        )
+    return job_id

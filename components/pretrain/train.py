@@ -1,0 +1,500 @@
+"""The training loop: one function for a plain process and for every Ray Train worker.
+
+    result = train(cfg, tokens_dir="tokens/", output_dir="out/")               # one process
+    # under Ray Train the same call runs on each worker with a RayRuntime (see ray_launch.py)
+
+What differs between the two lives in a `Runtime` (rank, device, where checkpoints go and come
+from); parallelism (DDP or FSDP2) is applied from outside the model when a process group exists.
+Each optimizer step: `accum` micro-batches → reduced loss → guarded clip + AdamW step (NaN/inf steps
+are skipped) → progress/metrics → periodic validation, samples and checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from components.common.config import Config
+from components.pretrain import checkpoint as ckpt
+from components.pretrain.data import TokenLoader
+from components.pretrain.model import Llama
+from components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
+from components.pretrain.throughput import ProgressLine, format_duration, peak_flops
+from components.tokenization.manifest import read_manifest, shard_paths
+
+log = logging.getLogger("kiln.train")
+TRAIN_LOG = "train_log.jsonl"
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/inf loss or gradients too many steps in a row."""
+
+
+class Tracker(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """A plain single process: checkpoints under `output_dir/checkpoints`, resume from the latest."""
+
+    output_dir: Path
+    resume: bool = True
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(
+        default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        yield ckpt.latest_checkpoint(self.checkpoint_root) if self.resume else None
+
+    def save(self, step: int, writer, metrics: dict[str, float], keep: int) -> None:
+        if self.rank == 0:
+            ckpt.save_atomic(self.checkpoint_root, step, writer, keep)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: dict[int, float]
+    val_loss: float | None
+    checkpoint: str | None
+    samples: list[str]
+    skipped_steps: int
+    rollbacks: int
+    tokens_per_second: float
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return multiple * math.ceil(n / multiple)
+
+
+def resolve_model_shape(cfg: Config, tokens_dir: str | Path) -> None:
+    """Size the vocabulary from the tokenized data (padded to a multiple of 64 for fast matmuls)."""
+    manifest = read_manifest(tokens_dir)
+    cfg.model.vocab_size = _round_up(manifest.vocab_size, 64)
+
+
+def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """Wrap for data parallelism when a process group exists; returns the module to call forward on."""
+    if cfg.train.compile:
+        model.compile()  # in place: state-dict keys stay free of `_orig_mod.`
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return model
+    if cfg.dist.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Config, tokens_dir: str | Path, runtime: Runtime, tracker: Tracker | None = None
+    ):
+        self.cfg, self.runtime, self.tracker = cfg, runtime, tracker
+        self.tokens_dir = Path(tokens_dir)
+        self.device = runtime.device
+        self.rank, self.world = runtime.rank, runtime.world_size
+        resolve_model_shape(cfg, tokens_dir)
+        t, d = cfg.train, cfg.data
+        per_micro = t.micro_batch_size * d.seq_len * self.world
+        if t.tokens_per_step and t.tokens_per_step % per_micro:
+            raise ValueError(
+                f"train.tokens_per_step={t.tokens_per_step} is not a multiple of micro_batch_size × "
+                f"seq_len × workers = {per_micro}"
+            )
+        self.accum = max(1, t.tokens_per_step // per_micro) if t.tokens_per_step else 1
+        self.tokens_per_step = per_micro * self.accum
+
+        torch.manual_seed(t.seed)
+        self.model = Llama(cfg.model)
+        self.model.init_weights(seed=t.seed)  # identical on every rank and device
+        self.model.to(self.device)
+        self.fwd = parallelize(self.model, cfg, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+        self.autocast = self._autocast()
+
+        self.loader = TokenLoader(
+            shard_paths(tokens_dir, "train"),
+            d.seq_len,
+            t.micro_batch_size,
+            self.rank,
+            self.world,
+            d.seed,
+            d.shuffle,
+        )
+        manifest = read_manifest(tokens_dir)
+        self.has_val = bool(manifest.splits.get("val"))
+        self.eot_id = manifest.eot_id
+        self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
+        self.loss_ema: float | None = None
+        self.snapshot: dict[str, Any] | None = None
+        self.flops_per_token = self.model.flops_per_token(d.seq_len)
+        self.peak = peak_flops(self.device.type, self.device.index or 0)
+
+    # --------------------------------------------------------------------------- setup helpers
+    def _autocast(self):
+        dtype = self.cfg.train.dtype
+        if dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda"):
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+    def _sync_grads(self, on: bool):
+        if isinstance(self.fwd, torch.nn.parallel.DistributedDataParallel) and not on:
+            return self.fwd.no_sync()
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
+            self.model.set_requires_gradient_sync(on)
+        return contextlib.nullcontext()
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            logits = self.fwd(x)
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+
+    # ------------------------------------------------------------------------------ state I/O
+    def state(self) -> tuple[dict, dict]:
+        return get_state_dict(
+            self.model,
+            self.optimizer,
+            options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+        )
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "loader": self.loader.state_dict(),
+            "skipped_steps": self.skipped,
+            "nonfinite_in_a_row": self.nonfinite_run,
+            "rollbacks": self.rollbacks,
+            "loss_ema": self.loss_ema,
+            "tokens_seen": self.step * self.tokens_per_step,
+            "world_size": self.world,
+        }
+
+    def load(self, directory: Path) -> None:
+        parts = ckpt.read_checkpoint(directory, tied=self.cfg.model.tie_embeddings)
+        set_state_dict(
+            self.model,
+            self.optimizer,
+            model_state_dict=parts["model"],
+            optim_state_dict=parts["optim"],
+            options=StateDictOptions(full_state_dict=True),
+        )
+        s = parts["trainer_state"]
+        self.step, self.skipped, self.rollbacks = s["step"], s["skipped_steps"], s["rollbacks"]
+        self.nonfinite_run, self.loss_ema = s["nonfinite_in_a_row"], s["loss_ema"]
+        self.loader.load_state_dict(s["loader"])
+        if parts["rng"] is not None:
+            ckpt.set_rng_state(parts["rng"])
+        log.info("resumed from %s at step %d", directory, self.step)
+
+    def save(self, metrics: dict[str, float]) -> None:
+        model_state, optim_state = self.state()  # collective under FSDP: every rank calls it
+        trainer_state, config = self.trainer_state(), self.cfg.to_dict()
+        tied = self.cfg.model.tie_embeddings
+
+        def writer(directory: Path) -> None:
+            ckpt.write_checkpoint(directory, model_state, optim_state, trainer_state, config, tied)
+
+        self.runtime.save(self.step, writer, metrics, self.cfg.train.keep_checkpoints)
+        if self.cfg.train.spike_factor > 0:  # in-memory copy of this rank's state for rollbacks
+            self.snapshot = {
+                "model": copy.deepcopy(self.model.state_dict()),
+                "optim": copy.deepcopy(self.optimizer.state_dict()),
+                "trainer": trainer_state,
+            }
+
+    # ------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if not self.has_val:
+            return None
+        d, t = self.cfg.data, self.cfg.train
+        try:
+            val = TokenLoader(
+                shard_paths(self.tokens_dir, "val"),
+                d.seq_len,
+                t.micro_batch_size,
+                self.rank,
+                self.world,
+                shuffle=False,
+            )
+        except ValueError as e:
+            log.warning("skipping validation: %s", e)
+            self.has_val = False
+            return None
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for _ in range(t.eval_batches):
+            x, y = val.next_batch()
+            total += self.loss(x.to(self.device), y.to(self.device))
+        self.model.train()
+        return float(self._all_mean(total / t.eval_batches))
+
+    @torch.no_grad()
+    def samples(self) -> list[str]:
+        """Generations from the fixed prompts (rank 0, unsharded models only)."""
+        tok_file = self.tokens_dir / "tokenizer.json"
+        if (
+            self.rank != 0
+            or self.cfg.dist.strategy == "fsdp"
+            and self.world > 1
+            or not tok_file.exists()
+        ):
+            return []
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tok_file))
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed)
+        out = []
+        self.model.eval()
+        for prompt in self.cfg.train.sample_prompts:
+            ids = tokenizer.encode(prompt).ids or [self.eot_id]
+            x = torch.tensor([ids], device=self.device)
+            with self.autocast():
+                y = self.model.generate(
+                    x, self.cfg.train.sample_tokens, temperature=0.8, top_k=50, generator=gen
+                )
+            out.append(tokenizer.decode(y[0].tolist()))
+        self.model.train()
+        return out
+
+    # ------------------------------------------------------------------------------ the loop
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over `accum` micro-batches: (mean loss, grad norm, stepped)."""
+        set_lr(self.optimizer, lr_at(self.step, self.cfg.train.max_steps, self.cfg.optim))
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            x, y = self.loader.next_batch()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._sync_grads(micro == self.accum - 1):
+                loss = self.loss(x, y) / self.accum
+                loss.backward()
+            total += loss.detach()
+        loss = self._all_mean(total)
+        norm, stepped = guarded_step(self.model, self.optimizer, self.cfg.optim.grad_clip, loss)
+        return float(loss), norm, stepped
+
+    def _handle_nonfinite(self, stepped: bool) -> None:
+        if stepped:
+            self.nonfinite_run = 0
+            return
+        self.skipped += 1
+        self.nonfinite_run += 1
+        log.warning(
+            "step %d: NaN/inf loss or gradient, step skipped (%d in a row)",
+            self.step,
+            self.nonfinite_run,
+        )
+        if self.nonfinite_run >= self.cfg.train.max_nonfinite_in_a_row:
+            raise NonFiniteError(
+                f"{self.nonfinite_run} consecutive steps had NaN/inf loss or gradients (at step {self.step}); "
+                "lower optim.lr, check the data, or raise train.max_nonfinite_in_a_row"
+            )
+
+    def _spiked(self, loss: float) -> bool:
+        """Loss-spike policy: roll back to the last checkpoint, keep the data cursor (skips the window)."""
+        factor = self.cfg.train.spike_factor
+        if factor <= 0 or not math.isfinite(loss):
+            return False
+        if (
+            self.loss_ema is None
+            or self.step <= self.cfg.optim.warmup_steps
+            or self.snapshot is None
+        ):
+            self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
+            return False
+        if loss <= factor * self.loss_ema:
+            self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
+            return False
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.train.max_rollbacks:
+            raise NonFiniteError(
+                f"loss spiked {self.rollbacks} times (last {loss:.3f} vs mean {self.loss_ema:.3f}); giving up"
+            )
+        snap = self.snapshot
+        log.warning(
+            "step %d: loss %.3f > %.1f × mean %.3f: rolling back to step %d, skipping this data",
+            self.step,
+            loss,
+            factor,
+            self.loss_ema,
+            snap["trainer"]["step"],
+        )
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optim"])
+        self.step = snap["trainer"]["step"]
+        return True
+
+    def fit(self) -> TrainResult:
+        t = self.cfg.train
+        with self.runtime.restore() as directory:
+            if directory is not None:
+                self.load(Path(directory))
+        if self.rank == 0:
+            log.info(
+                "model %.2fM params, %d tokens/step (%d micro-batches × %d seq × %d workers), %d steps, device %s",
+                self.model.num_params() / 1e6,
+                self.tokens_per_step,
+                self.accum,
+                self.cfg.data.seq_len,
+                self.world,
+                t.max_steps,
+                self.device,
+            )
+        train_log = Path(self.runtime.output_dir) / TRAIN_LOG if self.rank == 0 else None
+        if train_log:
+            train_log.parent.mkdir(parents=True, exist_ok=True)
+        losses: dict[int, float] = {}
+        progress = ProgressLine(t.max_steps, enabled=self.rank == 0)
+        start_step, t0 = self.step, time.perf_counter()
+        window_t, window_steps = t0, 0
+        val_loss, samples, tok_s = None, [], 0.0
+        stop = (
+            min(t.max_steps, start_step + t.stop_after_steps) if t.stop_after_steps else t.max_steps
+        )
+        while self.step < stop:
+            loss, norm, stepped = self.train_step()
+            self._handle_nonfinite(stepped)
+            if self._spiked(loss):
+                continue
+            self.step += 1
+            window_steps += 1
+            losses[self.step] = loss
+            if train_log:
+                with open(train_log, "a") as f:
+                    f.write(
+                        json.dumps(
+                            {
+                                "step": self.step,
+                                "loss": loss,
+                                "grad_norm": norm,
+                                "skipped": not stepped,
+                            }
+                        )
+                        + "\n"
+                    )
+            last = self.step == stop
+            if self.step % t.log_every == 0 or last:
+                now = time.perf_counter()
+                tok_s = window_steps * self.tokens_per_step / (now - window_t)
+                eta = (t.max_steps - self.step) * (now - t0) / max(1, self.step - start_step)
+                metrics = {
+                    "train/loss": loss,
+                    "train/perplexity": math.exp(min(loss, 50)),
+                    "train/lr": self.optimizer.param_groups[0]["lr"],
+                    "train/grad_norm": norm,
+                    "train/tokens_per_second": tok_s,
+                    "train/mfu": tok_s * self.flops_per_token / (self.peak * self.world),
+                    "train/skipped_steps": self.skipped,
+                }
+                window_t, window_steps = now, 0
+                if self.rank == 0:
+                    line = (
+                        f"step {self.step}/{t.max_steps} | loss {loss:.4f} | ppl {metrics['train/perplexity']:.1f} | "
+                        f"lr {metrics['train/lr']:.2e} | gnorm {norm:.2f} | {tok_s:,.0f} tok/s | "
+                        f"MFU {100 * metrics['train/mfu']:.1f}% | ETA {format_duration(eta)}"
+                    )
+                    progress.update(self.step, line) if progress.live else log.info(line)
+                    if self.tracker:
+                        self.tracker.log_metrics(metrics, self.step)
+            if (t.eval_every and self.step % t.eval_every == 0) or last:
+                val_loss = self.evaluate()
+                if val_loss is not None and self.rank == 0:
+                    log.info(
+                        "step %d: val loss %.4f (ppl %.2f)",
+                        self.step,
+                        val_loss,
+                        math.exp(min(val_loss, 50)),
+                    )
+                    if self.tracker:
+                        self.tracker.log_metrics({"val/loss": val_loss}, self.step)
+            if (t.sample_every and self.step % t.sample_every == 0) or last:
+                samples = self.samples()
+                for s in samples:
+                    log.info("sample @%d: %r", self.step, s)
+            if self.step % t.ckpt_every == 0 or last:
+                self.save(
+                    {"loss": loss, **({"val_loss": val_loss} if val_loss is not None else {})}
+                )
+        progress.close()
+        latest = (
+            ckpt.latest_checkpoint(self.runtime.checkpoint_root)
+            if hasattr(self.runtime, "checkpoint_root")
+            else None
+        )
+        return TrainResult(
+            step=self.step,
+            losses=losses,
+            val_loss=val_loss,
+            checkpoint=str(latest) if latest else None,
+            samples=samples,
+            skipped_steps=self.skipped,
+            rollbacks=self.rollbacks,
+            tokens_per_second=tok_s,
+        )
+
+
+def read_train_log(output_dir: str | Path) -> dict[int, float]:
+    """Per-step losses from `train_log.jsonl`; after a restart, the last record of a step wins."""
+    losses: dict[int, float] = {}
+    path = Path(output_dir) / TRAIN_LOG
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            losses[rec["step"]] = rec["loss"]
+    return losses
+
+
+def train(
+    cfg: Config,
+    tokens_dir: str | Path,
+    output_dir: str | Path,
+    resume: bool = False,
+    tracker: Tracker | None = None,
+) -> TrainResult:
+    """Train in this process (no Ray) and return the result; checkpoints go to `output_dir/checkpoints`.
+
+    An output directory that already holds checkpoints is continued only with `resume=True`, so
+    an earlier run is never silently overwritten.
+    """
+    runtime = Runtime(Path(output_dir), resume=resume)
+    if not resume and ckpt.latest_checkpoint(runtime.checkpoint_root):
+        raise ValueError(
+            f"{runtime.checkpoint_root} already holds checkpoints: pass --resume to continue, or use a new --output"
+        )
+    return Trainer(cfg, tokens_dir, runtime, tracker).fit()

@@ -1,0 +1,99 @@
+"""`kiln train`: pretrain on token shards, in this process, on Ray Train workers, or as a Ray job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from components.common.config import from_dict, validate
+from pipelines.commands.common import add_config_args, config_from_args
+
+log = logging.getLogger("kiln.cli")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="pretrain a LLaMA-style model on token shards",
+        description="Pretrain on the token shards of `kiln tokenize`. Checkpoints go to OUTPUT/checkpoints "
+        "(or OUTPUT/ray with --workers), the final model to OUTPUT/model in Hugging Face format.",
+    )
+    p.add_argument(
+        "--tokens",
+        required=True,
+        metavar="DIR",
+        help="tokenized dataset (manifest.json, shards, tokenizer.json)",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="run directory for checkpoints, logs and the final model",
+    )
+    add_config_args(p)
+    p.add_argument(
+        "--config-json",
+        metavar="JSON",
+        help="a fully resolved config as JSON (what job submission sends)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="Ray Train workers (sets dist.workers; 0 = plain process)",
+    )
+    p.add_argument(
+        "--gpu", action="store_true", help="one GPU per Ray worker, NCCL (sets dist.use_gpu)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --output"
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="URL",
+        help="http://HOST:8265 submits the run as a Ray job and streams its logs; ray://… or auto joins that cluster",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config_json:
+        cfg = from_dict(json.loads(args.config_json))
+    else:
+        cfg = config_from_args(args)
+    if args.workers is not None:
+        cfg.dist.workers = args.workers
+    if args.gpu:
+        cfg.dist.use_gpu = True
+    if args.ray_address:
+        cfg.dist.ray_address = args.ray_address
+    validate(cfg)
+    tokens, output = Path(args.tokens), Path(args.output)
+    if cfg.dist.ray_address.startswith(("http://", "https://")):
+        from components.pretrain.ray_launch import submit_job
+
+        address, cfg.dist.ray_address = cfg.dist.ray_address, ""
+        job_id = submit_job(cfg, str(tokens), str(output), address, resume=args.resume)
+        print(f"Ray job {job_id} succeeded; outputs in {output}")
+        return 0
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.json").write_text(cfg.to_json())
+    if cfg.dist.workers > 0:
+        from components.pretrain.ray_launch import copy_final_checkpoint, launch
+
+        result = launch(cfg, tokens, output, resume=args.resume)
+        final = copy_final_checkpoint(result, output)
+    else:
+        from components.pretrain.train import train
+
+        final = train(cfg, tokens, output, resume=args.resume).checkpoint
+    from components.pretrain.export import export_checkpoint
+
+    tokenizer = tokens / "tokenizer.json"
+    model_dir = export_checkpoint(
+        final, output / "model", tokenizer if tokenizer.exists() else None
+    )
+    print(f"final checkpoint: {final}\nHugging Face model: {model_dir}")
+    return 0

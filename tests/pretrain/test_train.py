@@ -1,0 +1,142 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from components.common.config import OptimConfig
+from components.pretrain import checkpoint as ckpt
+from components.pretrain.optim import guarded_step, lr_at
+from components.pretrain.train import NonFiniteError, Runtime, Trainer, read_train_log, train
+
+
+def weights(ckpt_dir):
+    return load_file(ckpt_dir / "model.safetensors")
+
+
+def test_loss_decreases_on_a_tiny_corpus(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 60
+    result = train(tiny_cfg, tokens_dir, tmp_path)
+    first = sum(result.losses[s] for s in range(1, 6)) / 5
+    last = sum(result.losses[s] for s in range(56, 61)) / 5
+    assert last < first - 1.0, (first, last)
+    assert result.val_loss is not None and result.val_loss < first
+    assert len(result.samples) == len(tiny_cfg.train.sample_prompts)
+
+
+def test_exact_resume_is_bit_identical(tokens_dir, tiny_cfg, tmp_path):
+    straight = train(tiny_cfg, tokens_dir, tmp_path / "straight")
+    tiny_cfg.train.stop_after_steps = 10  # stop at the first checkpoint, as if interrupted ...
+    train(tiny_cfg, tokens_dir, tmp_path / "resumed")
+    tiny_cfg.train.stop_after_steps = 0  # ... then continue from a fresh process state
+    resumed = train(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
+    assert resumed.losses.keys() == set(range(11, 21))
+    assert read_train_log(tmp_path / "resumed") == straight.losses  # every step, bit for bit
+    a = weights(tmp_path / "straight/checkpoints/step_20")
+    b = weights(tmp_path / "resumed/checkpoints/step_20")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 10
+    train(tiny_cfg, tokens_dir, tmp_path)
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(tiny_cfg, tokens_dir, tmp_path)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 5
+    tiny_cfg.train.micro_batch_size = 8
+    big = train(tiny_cfg, tokens_dir, tmp_path / "big")
+    tiny_cfg.train.micro_batch_size = 4
+    tiny_cfg.train.tokens_per_step = 8 * tiny_cfg.data.seq_len
+    accum = train(tiny_cfg, tokens_dir, tmp_path / "accum")
+    for step in big.losses:
+        assert math.isclose(big.losses[step], accum.losses[step], rel_tol=1e-4)
+
+
+def test_checkpoints_are_complete_pruned_and_loadable_without_pickle(
+    tokens_dir, tiny_cfg, tmp_path
+):
+    tiny_cfg.train.ckpt_every = 4
+    tiny_cfg.train.keep_checkpoints = 2
+    train(tiny_cfg, tokens_dir, tmp_path)
+    kept = ckpt.list_checkpoints(tmp_path / "checkpoints")
+    assert [p.name for p in kept] == ["step_16", "step_20"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    parts = ckpt.read_checkpoint(kept[-1])
+    assert parts["trainer_state"]["step"] == 20 and parts["config"]["train"]["max_steps"] == 20
+    assert set(parts["optim"]["state"]) >= {"embed_tokens.weight", "norm.weight"}
+    # A failed write leaves nothing that looks like a checkpoint.
+    with pytest.raises(RuntimeError):
+        ckpt.save_atomic(
+            tmp_path / "checkpoints",
+            99,
+            lambda d: (d.mkdir(), (_ for _ in ()).throw(RuntimeError("disk full"))),
+        )
+    assert ckpt.latest_checkpoint(tmp_path / "checkpoints").name == "step_20"
+
+
+def test_nonfinite_gradients_skip_the_step_and_leave_state_untouched(
+    tokens_dir, tiny_cfg, tmp_path
+):
+    trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path))
+    trainer.train_step()  # populate optimizer state
+    before_w = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    before_o = json.dumps(
+        {k: v["exp_avg"].sum().item() for k, v in trainer.optimizer.state_dict()["state"].items()}
+    )
+    x, y = trainer.loader.next_batch()
+    loss = trainer.loss(x, y)
+    loss.backward()
+    trainer.model.norm.weight.grad[0] = float("nan")
+    _, stepped = guarded_step(trainer.model, trainer.optimizer, 1.0, loss.detach())
+    assert not stepped
+    assert all(torch.equal(before_w[k], v) for k, v in trainer.model.state_dict().items())
+    after_o = json.dumps(
+        {k: v["exp_avg"].sum().item() for k, v in trainer.optimizer.state_dict()["state"].items()}
+    )
+    assert before_o == after_o
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
+def test_training_halts_after_too_many_nonfinite_steps(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.max_nonfinite_in_a_row = 3
+    trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path))
+    with torch.no_grad():
+        trainer.model.norm.weight.fill_(float("inf"))
+    with pytest.raises(NonFiniteError, match="3 consecutive steps"):
+        trainer.fit()
+    assert trainer.skipped == 3
+
+
+def test_loss_spike_rolls_back_and_skips_the_window(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.spike_factor = 1.5
+    tiny_cfg.train.ckpt_every = 8
+    trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path))
+    original = trainer.train_step
+
+    def spiky():
+        loss, norm, stepped = original()
+        return (loss * 10 if trainer.step == 12 and trainer.rollbacks == 0 else loss), norm, stepped
+
+    trainer.train_step = spiky
+    result = trainer.fit()
+    assert result.rollbacks == 1 and result.step == tiny_cfg.train.max_steps
+    assert (
+        trainer.loader.state_dict()
+        != Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path / "x")).loader.state_dict()
+    )
+
+
+def test_lr_schedules():
+    cfg = OptimConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1) and lr_at(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_at(99, 100, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.55)
+    cfg.schedule = "constant"
+    assert lr_at(99, 100, cfg) == 1.0
+    cfg.schedule, cfg.wsd_decay_frac = "wsd", 0.2
+    assert lr_at(79, 100, cfg) == 1.0 and lr_at(100, 100, cfg) == pytest.approx(0.1)
+    assert 0.1 < lr_at(90, 100, cfg) < 1.0
