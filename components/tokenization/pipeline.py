@@ -1,0 +1,223 @@
+"""`run_tokenize`: dataset directory (or plain text) → tokenizer.json + token shards + manifest.
+
+    manifest = run_tokenize("data/clean", "data/tokens", TokenizerConfig(vocab_size=8192))
+
+Steps: train a BPE on the train split (or load `tokenizer_json`), cross-check the fast engine
+against `tokenizers` on a sample, encode each split in `cfg.workers` processes (one parquet row
+group per task, results consumed in order, so the output is byte-identical run to run), write
+shards of at most `cfg.shard_tokens` ids with an end-of-text id before every document, and write
+`manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from components.common.config import TokenizerConfig
+from components.tokenization import sources
+from components.tokenization.bpe import eot_id, iter_segments, load_tokenizer, train_bpe
+from components.tokenization.engine import Encoder
+from components.tokenization.manifest import MANIFEST, Manifest, ShardEntry, write_manifest
+from components.tokenization.progress import Progress
+from components.tokenization.shards import dtype_for_vocab, sha256_file, write_shard
+
+log = logging.getLogger(__name__)
+
+_worker: dict = {}
+
+
+def _init_worker(tokenizer_str: str, engine: str, segment_chars: int) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_str)
+    _worker.update(enc=Encoder(tok, engine), eot=eot_id(tok), seg=segment_chars)
+    _worker["dtype"] = dtype_for_vocab(tok.get_vocab_size(with_added_tokens=True))
+
+
+def encode_docs(docs: Iterable[tuple[str, bool]]) -> tuple[np.ndarray, int]:
+    """Encode (text, ends_document) pieces in a worker; EOT precedes each document's first piece."""
+    enc, eot, seg, dtype = _worker["enc"], _worker["eot"], _worker["seg"], _worker["dtype"]
+    texts, starts, nbytes, new_doc = [], [], 0, True
+    for text, ends in docs:
+        for i, piece in enumerate(iter_segments(text, seg)):
+            texts.append(piece)
+            starts.append(new_doc and i == 0)
+        nbytes += len(text.encode("utf-8", "surrogatepass"))
+        new_doc = ends
+    ids = enc.encode_batch(texts)
+    parts = []
+    for first, row in zip(starts, ids, strict=True):
+        if first:
+            parts.append(np.array([eot], dtype=dtype))
+        parts.append(np.asarray(row, dtype=dtype))
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), nbytes
+
+
+def _encode_unit(unit: tuple[str, int]) -> tuple[np.ndarray, int]:
+    return encode_docs((t, True) for t in sources.read_unit(unit))
+
+
+class _ShardWriter:
+    """Cuts a stream of id arrays into shards of exactly `limit` ids (the last one shorter)."""
+
+    def __init__(self, out: Path, split: str, limit: int, vocab_size: int):
+        self.dir, self.split, self.limit, self.vocab = out / split, split, limit, vocab_size
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.buf: list[np.ndarray] = []
+        self.n = 0
+        self.entries: list[ShardEntry] = []
+
+    def add(self, ids: np.ndarray) -> None:
+        while ids.size:
+            take = min(ids.size, self.limit - self.n)
+            self.buf.append(ids[:take])
+            self.n += take
+            ids = ids[take:]
+            if self.n == self.limit:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.n and self.entries:
+            return
+        name = f"{self.split}/{len(self.entries):06d}.bin"
+        tokens = np.concatenate(self.buf) if self.buf else np.zeros(0, np.uint16)
+        digest = write_shard(self.dir.parent / name, tokens, vocab_size=self.vocab)
+        self.entries.append(ShardEntry(file=name, tokens=int(tokens.size), sha256=digest))
+        self.buf, self.n = [], 0
+
+
+def _training_texts(dataset: Path, cfg: TokenizerConfig) -> Iterator[str]:
+    if sources.is_dataset_dir(dataset):
+        texts: Iterable[str] = sources.iter_texts(dataset, "train")
+    else:
+        texts = (t for s, t, _ in sources.iter_text_pieces(dataset, cfg.segment_chars))
+    budget = cfg.max_train_bytes or float("inf")
+    for text in texts:
+        for piece in iter_segments(text, cfg.segment_chars):
+            if budget <= 0:
+                return
+            budget -= len(piece.encode("utf-8", "surrogatepass"))
+            yield piece
+
+
+def _sample(dataset: Path, split: str, n: int, cfg: TokenizerConfig) -> list[str]:
+    if sources.is_dataset_dir(dataset):
+        return list(itertools.islice(sources.iter_texts(dataset, split), n))
+    pieces = (t for s, t, _ in sources.iter_text_pieces(dataset, cfg.segment_chars) if s == split)
+    return list(itertools.islice(pieces, n))
+
+
+def run_tokenize(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    cfg: TokenizerConfig | None = None,
+    tokenizer_json: str | Path | None = None,
+) -> Manifest:
+    """Tokenize an ingest dataset (or .txt file/directory) into verified token shards.
+
+    Args:
+        dataset_dir: `kiln ingest` output (train/ and val/ parquet), a .txt file or a directory of .txt.
+        output_dir: receives tokenizer.json, train/*.bin, val/*.bin and, last, manifest.json.
+        cfg: tokenizer section of the Kiln config (defaults if None).
+        tokenizer_json: use this tokenizer instead of training one.
+
+    Returns:
+        The written manifest.
+    """
+    cfg = cfg or TokenizerConfig()
+    dataset, out = Path(dataset_dir), Path(output_dir)
+    if not dataset.exists():
+        raise FileNotFoundError(f"--dataset {dataset} does not exist")
+    if cfg.workers < 1 or cfg.shard_tokens < 1 or cfg.segment_chars < 64:
+        raise ValueError("tokenizer.workers, shard_tokens must be >= 1 and segment_chars >= 64")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # no manifest = incomplete, until we finish
+    for split in sources.SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+    t0 = time.time()
+    if tokenizer_json:
+        tok = load_tokenizer(tokenizer_json)
+    else:
+        tok = train_bpe(
+            _training_texts(dataset, cfg), cfg.vocab_size, cfg.chat_tokens, cfg.min_frequency
+        )
+    tok.save(str(out / "tokenizer.json"))
+    train_s = time.time() - t0
+    vocab, eot = tok.get_vocab_size(with_added_tokens=True), eot_id(tok)
+    encoder = Encoder(tok, cfg.engine)
+    for split in sources.SPLITS:
+        encoder.verify(_sample(dataset, split, cfg.verify_docs, cfg))
+    log.info(
+        "tokenizer: vocab %d, eot id %d, engine %s (%.1fs)", vocab, eot, encoder.engine, train_s
+    )
+
+    splits: dict[str, list[ShardEntry]] = {}
+    totals = {"bytes": 0, "tokens": 0}
+    t1 = time.time()
+    ctx = mp.get_context("spawn")
+    init = (tok.to_str(), encoder.engine, cfg.segment_chars)
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=init) as pool:
+        for split in sources.SPLITS:
+            writer = _ShardWriter(out, split, cfg.shard_tokens, vocab)
+            progress = Progress(f"tokenize {split}")
+            if sources.is_dataset_dir(dataset):
+                results = pool.imap(_encode_unit, sources.units(dataset, split))
+            else:
+                batches = _text_batches(dataset, split, cfg.segment_chars)
+                results = pool.imap(encode_docs, batches)
+            for ids, nbytes in results:
+                writer.add(ids)
+                progress.update(nbytes, ids.size)
+            writer.flush()
+            progress.close()
+            splits[split] = writer.entries
+            totals["bytes"] += progress.bytes
+            totals["tokens"] += progress.tokens
+    encode_s = time.time() - t1
+    manifest = Manifest(
+        vocab_size=vocab,
+        dtype=dtype_for_vocab(vocab).name,
+        eot_id=eot,
+        splits=splits,
+        tokenizer_sha256=sha256_file(out / "tokenizer.json"),
+        dataset_digest=sources.digest(dataset),
+        extra={
+            "engine": encoder.engine,
+            "trained": not tokenizer_json,
+            "text_bytes": totals["bytes"],
+            "bytes_per_token": round(totals["bytes"] / max(1, totals["tokens"]), 4),
+            "encode_seconds": round(encode_s, 3),
+        },
+    )
+    write_manifest(out, manifest)
+    mb = totals["bytes"] / 1e6
+    print(
+        f"tokenized {mb:.1f} MB → {totals['tokens']:,} tokens "
+        f"(train {manifest.tokens('train'):,}, val {manifest.tokens('val'):,}), "
+        f"{manifest.extra['bytes_per_token']} bytes/token, engine {encoder.engine}, "
+        f"encode {encode_s:.1f}s ({mb / max(encode_s, 1e-9):.1f} MB/s), tokenizer {train_s:.1f}s"
+    )
+    return manifest
+
+
+def _text_batches(dataset: Path, split: str, piece_chars: int) -> Iterator[list[tuple[str, bool]]]:
+    batch: list[tuple[str, bool]] = []
+    size = 0
+    for s, text, ends in sources.iter_text_pieces(dataset, piece_chars):
+        if s != split:
+            continue
+        batch.append((text, ends))
+        size += len(text)
+        if size >= piece_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
