@@ -79,6 +79,12 @@ class ModelRegistry:
             tags: lineage tags (dataset/tokenizer digest, code version, pipeline run id, URIs...).
             metrics: evaluation metrics, stored as `metric.<name>` tags for the gate.
         """
+        if _is_local(source) and self.tracking_uri.startswith(("http://", "https://")):
+            raise ValueError(
+                f"MLflow server {self.tracking_uri} accepts no local model source ({source!r}); "
+                "publish to S3 (AWS_S3_ENDPOINT + AWS_S3_BUCKET, or storage.root=s3://…) "
+                "when tracking to a server"
+            )
         existing = self.find_by_training_run(name, training_run_id)
         if existing is not None:
             self.set_alias(name, existing.version, CANDIDATE)
@@ -241,6 +247,11 @@ class ModelRegistry:
             raise ValueError(f"{uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
         info = self.show(m["name"], version=m["version"], alias=m["alias"])
         return info["source"]
+
+
+def _is_local(source: str) -> bool:
+    """A filesystem path or file:// URI (an MLflow server refuses these as version sources)."""
+    return source.startswith("file:") or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", source)
 
 
 def _metric(mv: Any, metric: str) -> float | None:

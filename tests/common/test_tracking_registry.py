@@ -86,6 +86,17 @@ def test_champion_gate(reg):
     assert listed["aliases"] == {CANDIDATE: "4", CHAMPION: "4"}
 
 
+def test_local_store_accepts_local_source(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    reg = ModelRegistry(workdir=str(tmp_path / "work"))
+    assert reg.tracking_uri == f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"
+    v = reg.register(
+        "local-model", str(tmp_path / "s3/model"), training_run_id="r", metrics={"val_loss": 1}
+    )
+    assert reg.promote_if_better("local-model", v.version).passed
+    assert reg.resolve("models:/local-model@champion") == str(tmp_path / "s3/model")
+
+
 def test_clear_errors(reg):
     name = _name()
     with pytest.raises(ValueError, match="no registered model named"):
@@ -97,3 +108,5 @@ def test_clear_errors(reg):
         reg.show(name, version=9)
     with pytest.raises(ValueError, match="expected models:/NAME@ALIAS"):
         reg.resolve("models:/x@")
+    with pytest.raises(ValueError, match="accepts no local model source"):
+        reg.register(name, "/tmp/model", training_run_id="r-local")
