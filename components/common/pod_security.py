@@ -162,3 +162,64 @@ def _check_container(pod: dict, ctr: dict, where: str, openshift: bool) -> list[
 def check_object(obj: dict[str, Any], openshift: bool = False) -> list[str]:
     """All "restricted" violations in every pod spec of one Kubernetes object."""
     return [p for where, spec in pod_specs(obj) for p in check_pod_spec(spec, where, openshift)]
+
+
+# What the KFP backend puts in every step's container securityContext on its own (kfp-kubernetes
+# `set_security_context` docs: allowPrivilegeEscalation=false, drop ALL, seccomp RuntimeDefault).
+# runAsNonRoot is not among them: a pipeline sets it per task with set_security_context.
+KFP_BACKEND_DEFAULTS = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_KFP_VOLUMES = {
+    "pvcMount": "persistentVolumeClaim",
+    "secretAsVolume": "secret",
+    "configMapAsVolume": "configMap",
+    "emptyDirMounts": "emptyDir",
+    "genericEphemeralVolume": "ephemeral",
+}
+
+
+def kfp_pod_specs(
+    docs: list[dict[str, Any]], assume_backend_defaults: bool = True
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield `(executor, pod_spec)` for every step of a compiled KFP pipeline.
+
+    A compiled pipeline (the YAML of `kfp.compiler`, as a list of documents) holds no pod specs:
+    the backend builds them from each executor's container and its kfp-kubernetes platform config
+    (securityContext, volumes, ...). This rebuilds the parts Pod Security looks at.
+
+    Args:
+        docs: `list(yaml.safe_load_all(pipeline_yaml))`.
+        assume_backend_defaults: add KFP_BACKEND_DEFAULTS under each step's own securityContext.
+    """
+    spec = next(d for d in docs if "deploymentSpec" in d)
+    platform = next((d for d in docs if "platforms" in d), {})
+    configs = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+    configs = configs.get("executors", {})
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        config = configs.get(name, {})
+        sc = dict(KFP_BACKEND_DEFAULTS) if assume_backend_defaults else {}
+        sc.update(config.get("securityContext") or {})
+        image = executor.get("container", {}).get("image", "")
+        volumes = [
+            {"name": f"{key}-{i}", kind: {}}
+            for key, kind in _KFP_VOLUMES.items()
+            for i, _ in enumerate(config.get(key) or [])
+        ]
+        pod = {"containers": [{"name": "main", "image": image, "securityContext": sc}]}
+        if volumes:
+            pod["volumes"] = volumes
+        yield name, pod
+
+
+def check_kfp_pipeline(
+    docs: list[dict[str, Any]], openshift: bool = False, assume_backend_defaults: bool = True
+) -> list[str]:
+    """All "restricted" violations of a compiled KFP pipeline's steps (see `kfp_pod_specs`)."""
+    return [
+        p
+        for name, pod in kfp_pod_specs(docs, assume_backend_defaults)
+        for p in check_pod_spec(pod, f"executor {name}", openshift)
+    ]
