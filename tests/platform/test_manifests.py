@@ -179,3 +179,30 @@ def test_secret_templates(validate_crd):
     } <= keys
     base = (MANIFESTS / "base" / "kustomization.yaml").read_text()
     assert "secret-templates" not in yaml.safe_load(base)["resources"]
+
+
+def test_mlflow_server_is_authenticated_and_proxies_s3(rendered):
+    for overlay in ("overlays/openshift", "overlays/kubeflow"):
+        deploy = next(
+            o
+            for o in rendered[overlay]
+            if o["kind"] == "Deployment" and o["metadata"]["name"] == "kiln-mlflow"
+        )
+        ctr = deploy["spec"]["template"]["spec"]["containers"][0]
+        assert "--app-name=basic-auth" in ctr["args"]
+        assert "--serve-artifacts" in ctr["args"]
+        assert "--artifacts-destination=s3://$(AWS_S3_BUCKET)/mlflow" in ctr["args"]
+        env = {e["name"]: e for e in ctr["env"]}
+        # $(AWS_S3_BUCKET) expands only from variables defined in env, so it must be one
+        assert env["AWS_S3_BUCKET"]["valueFrom"]["secretKeyRef"]["name"] == "kiln-data-connection"
+        assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith("/etc/kiln/mlflow-auth/")
+        assert (
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"]
+            == "kiln-mlflow-auth"
+        )
+        assert "kiln-mlflow*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"]
+    route = next(o for o in rendered["overlays/openshift"] if o["kind"] == "Route")
+    assert (
+        route["spec"]["to"]["name"] == "kiln-mlflow"
+        and route["spec"]["tls"]["termination"] == "edge"
+    )
