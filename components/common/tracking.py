@@ -190,7 +190,18 @@ class MlflowTracker(Tracker):
             self.owns_run = True
 
     def log_params(self, params: dict[str, Any]) -> None:
-        items = [self._Param(k, v) for k, v in flatten(params).items()]
+        """Log params; a key a previous step already logged with another value keeps its first
+        value (MLflow params are immutable) and the conflict is logged as a warning."""
+        flat = flatten(params)
+        logged = self.client.get_run(self.run_id).data.params
+        changed = sorted(k for k, v in flat.items() if k in logged and logged[k] != v)
+        if changed:
+            log.warning(
+                "MLflow run %s already has different values for %s; keeping the first values",
+                self.run_id,
+                ", ".join(changed),
+            )
+        items = [self._Param(k, v) for k, v in flat.items() if k not in logged]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 

@@ -68,6 +68,8 @@ def test_mlflow_tracker_shares_one_run_across_steps(
     second = make_tracker(cfg, rank=0, workdir=tmp_path)
     assert second.run_id == first.run_id and not second.owns_run
     second.log_metrics({"eval/val_loss": 1.5}, step=2)
+    cfg.model.vocab_size = 777  # e.g. set from the tokenizer: kept as first logged, no crash
+    second.log_params({**cfg.to_dict(), "evaluate": {"batches": 4}})
     report = tmp_path / "eval.json"
     report.write_text('{"val_loss": 1.5}')
     second.log_artifact(report, "eval")
@@ -80,6 +82,8 @@ def test_mlflow_tracker_shares_one_run_across_steps(
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_steps"] == str(cfg.train.max_steps)
     assert run.data.params["model.dim"] == "64"
+    assert run.data.params["model.vocab_size"] == "4096"
+    assert run.data.params["evaluate.batches"] == "4"
     assert run.data.metrics == {"train/loss": 2.0, "eval/val_loss": 1.5}
     history = client.get_metric_history(first.run_id, "train/loss")
     assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.0)]

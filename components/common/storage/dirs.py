@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,23 @@ def upload_dir(
     m_uri = join(uri, MANIFEST_NAME)
     if exists(m_uri, s):
         delete(m_uri, s)
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(local_dir).as_posix()
-        if rel == MANIFEST_NAME or rel.endswith(SIDECAR_SUFFIX):
-            continue
-        digest = sha256_file(path)
-        target = join(uri, rel)
-        if own_sha256(target, s) != digest:
-            upload_file(path, target, s)
-        files[rel] = {"sha256": digest, "size": path.stat().st_size}
+    paths = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    rels = [p.relative_to(local_dir).as_posix() for p in paths]
+    todo = [
+        (p, r) for p, r in zip(paths, rels, strict=True)
+        if r != MANIFEST_NAME and not r.endswith(SIDECAR_SUFFIX)
+    ]  # fmt: skip
+
+    def put(item: tuple[Path, str]) -> tuple[str, dict[str, Any]]:
+        path, rel = item
+        digest, target = sha256_file(path), join(uri, rel)
+        if own_sha256(target, s) != digest:  # already there from an earlier attempt: skip
+            upload_file(path, target, s, sha256=digest)
+        return rel, {"sha256": digest, "size": path.stat().st_size}
+
+    # Several files in flight (each file also sends its parts in parallel when large).
+    with ThreadPoolExecutor(max(1, min(s.file_concurrency, len(todo)))) as pool:
+        files = dict(pool.map(put, todo))
     manifest = {
         "kiln_manifest": 1,
         "uri": str(uri),
@@ -72,12 +81,10 @@ def upload_dir(
         "total_bytes": sum(f["size"] for f in files.values()),
         "files": files,
     }
-    tmp = local_dir.parent / f".{local_dir.name}{MANIFEST_NAME}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    try:
-        upload_file(tmp, m_uri, s)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kiln-manifest-") as tmp:
+        path = Path(tmp) / MANIFEST_NAME
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        upload_file(path, m_uri, s)  # the commit marker: strictly after every file landed
     log.info("committed %d files (%d bytes) to %s", len(files), manifest["total_bytes"], uri)
     return manifest
 

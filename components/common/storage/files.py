@@ -106,17 +106,28 @@ def recorded_sha256(uri: str, settings: S3Settings | None = None) -> str | None:
     return None
 
 
-def upload_file(local: str | Path, uri: str, settings: S3Settings | None = None) -> str:
+def upload_file(
+    local: str | Path,
+    uri: str,
+    settings: S3Settings | None = None,
+    sha256: str | None = None,
+) -> str:
     """Upload one file (multipart when large) with its sha256 recorded; returns the sha256.
 
     Transient failures are retried with backoff; multipart uploads left open by a failed
     attempt are aborted. Raises StorageError when the target stays unreachable.
+
+    Args:
+        local: the file to upload.
+        uri: destination (s3://bucket/key, or a local path).
+        settings: S3 settings (default: from the environment).
+        sha256: the file's sha256 when the caller already computed it (saves a read).
     """
     s = settings or S3Settings.from_env()
     local = Path(local)
     if not local.is_file():
         raise FileNotFoundError(f"upload source {local} is not a file")
-    digest = sha256_file(local)
+    digest = sha256 or sha256_file(local)
     target = local_path(uri, s)
     if target is None:
         s3.upload(s, local, uri, digest)

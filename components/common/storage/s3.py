@@ -33,7 +33,7 @@ def client(s: S3Settings) -> Any:
         read_timeout=s.read_timeout_s,
         # Our own loop (`retry`) owns retries, so the backoff is bounded and predictable.
         retries={"max_attempts": 2, "mode": "standard"},
-        max_pool_connections=max(10, s.max_concurrency * 2),
+        max_pool_connections=max(10, s.max_concurrency * s.file_concurrency + 4),
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if s.endpoint else {},

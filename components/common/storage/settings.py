@@ -39,6 +39,7 @@ class S3Settings:
     local_root: str = ""
     part_size_mb: int = 64
     max_concurrency: int = 8
+    file_concurrency: int = 4
     retries: int = 5
     retry_backoff_s: float = 0.5
     retry_max_backoff_s: float = 8.0
