@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # Re-pin from the working venv after changing dependencies (review the diff, commit it).
 constraints:
-	{ sed -n '/^#/p' $(CONSTRAINTS); $(PY) -m pip freeze --exclude-editable \
-	  | sed -E 's/\+[A-Za-z0-9.]+$$//' | grep -v -E '^(kiln|pip|setuptools|wheel)=='; } > $(CONSTRAINTS).new
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(PY) -m pip freeze --all --exclude-editable \
+	  | sed -E 's/\+[A-Za-z0-9.]+$$//' | grep -v -E '^(kiln|pip)=='; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 images: image-cpu image-gpu
