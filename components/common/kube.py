@@ -7,6 +7,7 @@ from the mounted service account; outside, from the current kubeconfig context.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ def current_namespace(default: str = "default", sa_dir: Path | None = None) -> s
     try:  # outside a cluster: the active kubeconfig context's namespace, if the client is installed
         from kubernetes import config
 
-        _, context = config.list_kube_config_contexts()
+        # KUBECONFIG is read here, not when the client was imported.
+        _, context = config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
         return (context or {}).get("context", {}).get("namespace") or default
     except Exception:  # no kubeconfig, no context, or no client: fall back
         return default

@@ -176,3 +176,18 @@ def test_invalid_body_is_refused_by_the_server(fake_kube, validate_crd):
             body, api_client=kube.api_client(fake_kube.url), poll_s=0.01, echo=lambda s: None
         )
     assert e.value.status == 422 and "shutdownAfterJobFinishes" in fake_kube.rejected[0]
+
+
+def test_namespace_from_kubeconfig_outside_a_cluster(tmp_path, monkeypatch):
+    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_DIR", tmp_path / "absent")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    assert kube.current_namespace() == "default"
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: team-b}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(cfg))
+    assert kube.current_namespace() == "team-b"
