@@ -1,0 +1,165 @@
+"""`run_ingest`: input files/URIs → cleaned, filtered, deduplicated train/val parquet + stats.
+
+    stats = run_ingest(["web=data/crawl/*.jsonl.zst", "books=s3://corpus/books/"], "data/clean")
+
+Workers (`cfg.workers` processes) read and process one input file each (steps.py); the parent
+replays their results in input order — so output and dedup decisions do not depend on
+scheduling — and does global exact + near dedup, per-source sampling, the split, and writing.
+Output: `train/*.parquet`, `val/*.parquet` ({id, text, source}), `stats.json`, `rejects.jsonl`
+(one line per dropped record with file, line and reason).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from components.common.config import IngestConfig
+from components.ingest import readers, steps
+from components.ingest.dedup import Deduper
+from components.ingest.stats import Stats
+from components.ingest.writer import ShardWriter, copies, split_of
+from components.tokenization.progress import Progress
+
+
+def _validate(cfg: IngestConfig) -> None:
+    if cfg.on_bad_utf8 not in {"replace", "skip"}:
+        raise ValueError(f"ingest.on_bad_utf8 must be replace or skip, got {cfg.on_bad_utf8!r}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"ingest.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.workers < 1:
+        raise ValueError(f"ingest.workers must be >= 1, got {cfg.workers}")
+    if cfg.dedup.bands * cfg.dedup.rows < 1 or cfg.dedup.bands > 255 or cfg.dedup.shingle < 1:
+        raise ValueError("ingest.dedup: need 1 <= bands <= 255, rows >= 1, shingle >= 1")
+    bad = {k: v for k, v in cfg.source_weights.items() if not isinstance(v, int | float) or v < 0}
+    if bad:
+        raise ValueError(f"ingest.source_weights: weights must be numbers >= 0, got {bad}")
+
+
+def plan(inputs: list[str]) -> list[tuple[str, str]]:
+    """(source, file) for every input argument, in argument then name order."""
+    if not inputs:
+        raise ValueError("ingest: no --input given")
+    tasks = []
+    for arg in inputs:
+        source, target = readers.split_source(arg)
+        files = readers.expand(target)
+        if not files:
+            raise ValueError(
+                f"ingest: --input {arg} matched no input files (expected files, directories or globs "
+                "of .txt .md .jsonl .json .parquet, optionally .gz/.zst; or s3://, hf://)"
+            )
+        tasks += [(source, f) for f in files]
+    return tasks
+
+
+def _results(tasks, cfg: IngestConfig, tmp: Path) -> Iterator[tuple[str, dict]]:
+    jobs = [(src, path, str(tmp / f"{i:08d}.pkl")) for i, (src, path) in enumerate(tasks)]
+    if cfg.workers == 1:
+        steps.init(cfg)
+        yield from map(steps.process_file, jobs)
+        return
+    with mp.get_context("spawn").Pool(cfg.workers, initializer=steps.init, initargs=(cfg,)) as pool:
+        yield from pool.imap(steps.process_file, jobs)
+
+
+def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = None) -> Stats:
+    """Read, clean, filter, deduplicate, split and write a dataset; return its Stats.
+
+    Args:
+        inputs: files, directories, globs, s3:// prefixes or hf:// datasets; `name=...` names
+            the source for `cfg.source_weights`.
+        output: directory for train/, val/, stats.json and rejects.jsonl (replaced if present).
+        cfg: the `ingest` config section (defaults if None).
+    """
+    cfg = cfg or IngestConfig()
+    _validate(cfg)
+    tasks = plan(inputs)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in ("train", "val"):
+        shutil.rmtree(out / old, ignore_errors=True)
+    (out / "stats.json").unlink(missing_ok=True)  # stats.json last: its presence means complete
+    stats = Stats(files=len(tasks), config=dataclasses.asdict(cfg))
+    writers = {s: ShardWriter(out / s, cfg.shard_bytes) for s in ("train", "val")}
+    dedup = Deduper(cfg.dedup)
+    progress = Progress("ingest", unit="docs")
+    t0 = time.time()
+    with (
+        tempfile.TemporaryDirectory(dir=out, prefix=".spill-") as tmp,
+        open(out / "rejects.jsonl", "w") as rejects,
+    ):
+
+        def reject(reason: str, file: str, line: int, detail: str = "") -> None:
+            rejects.write(
+                json.dumps({"reason": reason, "file": file, "line": line, "detail": detail}) + "\n"
+            )
+
+        for spill, counters in _results(tasks, cfg, Path(tmp)):
+            before = stats.documents_in
+            for ev in steps.replay(spill):
+                stats.documents_in += 1
+                if ev[0] == "problem":
+                    _, kind, file, line, detail = ev
+                    stats.bump(stats.unreadable, kind)
+                    stats.example(kind, cfg.rejects_examples, file=file, line=line, detail=detail)
+                    reject(kind, file, line, detail)
+                elif ev[0] == "drop":
+                    _, reason, file, line, doc_id, head = ev
+                    stats.bump(stats.filtered, reason)
+                    stats.example(reason, cfg.rejects_examples, file=file, line=line, text=head)
+                    reject(reason, file, line, doc_id)
+                else:
+                    _write_doc(ev, cfg, stats, dedup, writers, reject)
+            for k, v in counters.get("pii", {}).items():
+                stats.bump(stats.pii_redacted, k, v)
+            for k in ("bad_utf8_replaced", "control_chars_removed"):
+                if counters.get(k):
+                    stats.bump(stats.repaired, k, counters[k])
+            stats.bytes_in += counters["bytes_in"]
+            progress.update(counters["bytes_in"], stats.documents_in - before)
+    progress.close()
+    for name, w in writers.items():
+        w.close()
+        stats.splits[name] = {"docs": w.docs, "bytes": w.bytes, "shards": len(w.files)}
+        stats.bytes_out += w.bytes
+    stats.seconds = round(time.time() - t0, 3)
+    stats.check()
+    stats.save(out / "stats.json")
+    print(stats.summary())
+    return stats
+
+
+def _write_doc(ev, cfg: IngestConfig, stats: Stats, dedup: Deduper, writers, reject) -> None:
+    _, doc_id, text, source, file, line, key, sig, bands = ev
+    src = stats.source(source, cfg.source_weights.get(source, 1.0))
+    src["in"] += 1
+    dup = dedup.check(key, sig, bands or [])
+    if dup:
+        if dup == "exact":
+            stats.duplicates_exact += 1
+        else:
+            stats.duplicates_near += 1
+        stats.example(
+            f"duplicate_{dup}", cfg.rejects_examples, file=file, line=line, text=text[:200]
+        )
+        reject(f"duplicate_{dup}", file, line, doc_id)
+        return
+    n = copies(doc_id, src["weight"])
+    if n == 0:
+        stats.bump(stats.filtered, "downsampled")
+        reject("downsampled", file, line, doc_id)
+        return
+    stats.kept += 1
+    src["kept"] += 1
+    split = split_of(doc_id, cfg.val_fraction, cfg.split_seed)
+    for i in range(n):
+        writers[split].add(doc_id if i == 0 else f"{doc_id}#{i}", text, source)
+    src["out"] += n
+    stats.documents_out += n

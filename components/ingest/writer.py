@@ -1,0 +1,86 @@
+"""Deterministic train/val split, per-source sampling, and bounded parquet shards.
+
+Split: a document goes to val when blake2b(salt, id) as a fraction in [0, 1) is below
+`val_fraction` — independent of order, worker count and the rest of the corpus. Sampling weights:
+weight w keeps floor(w) copies plus one more with probability frac(w), drawn from the id's hash
+(so the same documents are picked every run); copies get ids `id#1`, `id#2`… and share the
+original's split, so no text leaks between train and val.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string())])
+ROW_GROUP = 1024
+
+
+def unit_hash(salt: str, key: str) -> float:
+    """A stable pseudo-random number in [0, 1) for `key`."""
+    digest = hashlib.blake2b(f"{salt}\0{key}".encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") / 2**64
+
+
+def split_of(doc_id: str, val_fraction: float, seed: int) -> str:
+    """'val' or 'train' for a document id (deterministic)."""
+    return "val" if unit_hash(f"split{seed}", doc_id) < val_fraction else "train"
+
+
+def copies(doc_id: str, weight: float) -> int:
+    """How many times a document is written under sampling weight `weight` (deterministic)."""
+    whole = int(weight)
+    return whole + (1 if unit_hash("sample", doc_id) < weight - whole else 0)
+
+
+class ShardWriter:
+    """Writes one split as `NNNNN.parquet` files of at most ~`max_bytes` text bytes each."""
+
+    def __init__(self, directory: Path, max_bytes: int):
+        self.dir, self.max_bytes = directory, max_bytes
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[tuple[str, str, str]] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.shard_bytes = 0
+        self.files: list[str] = []
+        self.docs = self.bytes = 0
+
+    def add(self, doc_id: str, text: str, source: str) -> None:
+        nbytes = len(text.encode("utf-8", "surrogatepass"))
+        if (self.writer is not None or self.rows) and self.shard_bytes + nbytes > self.max_bytes:
+            self._flush()
+            self._close_shard()
+        self.rows.append((doc_id, text, source))
+        self.shard_bytes += nbytes
+        self.docs += 1
+        self.bytes += nbytes
+        if len(self.rows) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        if self.writer is None:
+            path = self.dir / f"{len(self.files):05d}.parquet"
+            self.files.append(path.name)
+            self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
+        ids, texts, sources = zip(*self.rows, strict=True)
+        table = pa.table([list(ids), list(texts), list(sources)], schema=SCHEMA)
+        self.writer.write_table(table, row_group_size=ROW_GROUP)
+        self.rows = []
+
+    def _close_shard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer, self.shard_bytes = None, 0
+
+    def close(self) -> None:
+        """Flush and close; a split with no documents still gets one empty shard."""
+        if self.writer is None and not self.rows and not self.files:
+            self.writer = pq.ParquetWriter(self.dir / "00000.parquet", SCHEMA, compression="zstd")
+            self.files.append("00000.parquet")
+        self._flush()
+        self._close_shard()
