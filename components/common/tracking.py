@@ -158,7 +158,8 @@ def is_not_found(error: Exception) -> bool:
 
 
 class MlflowTracker(Tracker):
-    """Logs to an MLflow run: the one in `run_id` / $MLFLOW_RUN_ID, else a new one it owns."""
+    """Logs to an MLflow run: the one in `run_id` / $MLFLOW_RUN_ID (unless `join_env` is off),
+    else a new one it owns and ends in `finish`."""
 
     def __init__(
         self,
@@ -166,13 +167,15 @@ class MlflowTracker(Tracker):
         experiment: str = "kiln",
         run_id: str | None = None,
         run_name: str | None = None,
+        join_env: bool = True,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
         self.tracking_uri = tracking_uri
         self.client = mlflow_client(tracking_uri)
-        run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
+        if not run_id and join_env:
+            run_id = os.environ.get("MLFLOW_RUN_ID") or None
         if run_id:
             self.run_id = self.client.get_run(run_id).info.run_id  # fails early if unknown
             self.owns_run = False
@@ -232,7 +235,11 @@ class MlflowTracker(Tracker):
 
 
 def make_tracker(
-    cfg: Any, rank: int = 0, workdir: str | Path = "kiln-work", run_name: str | None = None
+    cfg: Any,
+    rank: int = 0,
+    workdir: str | Path = "kiln-work",
+    run_name: str | None = None,
+    run_id: str | None = None,
 ) -> Tracker:
     """The tracker `cfg.tracking` asks for; a NullTracker on every rank but 0.
 
@@ -240,7 +247,8 @@ def make_tracker(
         cfg: a `Config` (uses `cfg.tracking.backend`, `.uri`, `.experiment`).
         rank: the process's global rank; only rank 0 logs, so metrics aren't duplicated.
         workdir: where the file tracker and the default local MLflow store live.
-        run_name: name for a new MLflow run (ignored when joining $MLFLOW_RUN_ID).
+        run_name: name for a new MLflow run (ignored when joining a run).
+        run_id: MLflow run to join (e.g. passed between pipeline steps); default $MLFLOW_RUN_ID.
     """
     backend = cfg.tracking.backend
     if rank != 0 or backend == "none":
@@ -249,5 +257,33 @@ def make_tracker(
         return FileTracker(Path(workdir) / "tracking")
     if backend == "mlflow":
         uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
-        return MlflowTracker(uri, cfg.tracking.experiment, run_name=run_name)
+        return MlflowTracker(uri, cfg.tracking.experiment, run_id=run_id, run_name=run_name)
     raise ValueError(f"tracking.backend must be mlflow, file or none, got {backend!r}")
+
+
+def start_pipeline_run(
+    cfg: Any,
+    workdir: str | Path = "kiln-work",
+    run_name: str | None = None,
+    tags: dict[str, Any] | None = None,
+) -> str:
+    """Create the one MLflow run that every step of a pipeline run writes to.
+
+    Returns its id ('' when `tracking.backend` is not mlflow): pass it to the steps
+    (`make_tracker(cfg, run_id=…)` or $MLFLOW_RUN_ID) and end it with `end_pipeline_run`.
+    """
+    if cfg.tracking.backend != "mlflow":
+        return ""
+    uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
+    tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name=run_name, join_env=False)
+    tracker.set_tags(tags or {})
+    return tracker.run_id or ""
+
+
+def end_pipeline_run(
+    cfg: Any, run_id: str, status: str = "FINISHED", workdir: str | Path = "kiln-work"
+) -> None:
+    """Mark the pipeline's MLflow run FINISHED / FAILED / KILLED (no-op without a run id)."""
+    if run_id and cfg.tracking.backend == "mlflow":
+        uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
+        mlflow_client(uri).set_terminated(run_id, status)

@@ -14,9 +14,11 @@ from components.common.tracking import (
     FileTracker,
     MlflowTracker,
     NullTracker,
+    end_pipeline_run,
     flatten,
     make_tracker,
     mlflow_client,
+    start_pipeline_run,
 )
 
 
@@ -90,3 +92,19 @@ def test_mlflow_tracker_shares_one_run_across_steps(
     assert [a.path for a in client.list_artifacts(first.run_id, "eval")] == ["eval/eval.json"]
     secret_canary.assert_absent_from_mlflow_run(first.run_id)
     assert run.data.params["storage.root"] == "s3://b/***"
+
+
+def test_pipeline_run_lifecycle(mlflow_env, tmp_path, monkeypatch):
+    cfg = load_config("tiny")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "not-this-one")  # a new pipeline run ignores the env
+    run_id = start_pipeline_run(cfg, tmp_path, run_name="p-1", tags={"pipeline_run_id": "p-1"})
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    step = make_tracker(cfg, rank=0, workdir=tmp_path, run_id=run_id)
+    step.log_metrics({"train/loss": 1.0}, step=1)
+    step.finish()  # a joining step never ends the run
+    client = mlflow_client(mlflow_env)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    end_pipeline_run(cfg, run_id, "FAILED", tmp_path)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["pipeline_run_id"] == "p-1"
+    assert start_pipeline_run(load_config("tiny", overrides=["tracking.backend=file"])) == ""
