@@ -94,3 +94,18 @@ def test_outage_midway_leaves_no_marker_and_rerun_commits(s3_proxy, tmp_path):
     storage.upload_dir(tmp_path / "model", uri, s)  # the re-run skips what already landed
     assert storage.is_committed(uri, s)
     storage.download_dir(uri, tmp_path / "back", settings=s)
+
+
+def test_errors_and_logs_never_carry_the_secret(s3_proxy, secret_canary, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    s = _settings(retries=2, retry_backoff_s=0.1)
+    assert s.secret_key == secret_canary.value
+    s3_proxy.pause()
+    try:
+        with pytest.raises(StorageError) as err:
+            storage.upload_file(tmp_path / "f.bin", f"s3://{s.bucket}/f.bin", s)
+    finally:
+        s3_proxy.resume()
+    secret_canary.assert_absent(str(err.value) + repr(s), "the StorageError / settings repr")
+    secret_canary.assert_absent(caplog.text, "log records")
