@@ -116,11 +116,15 @@ def s3_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 class TcpProxy:
     """A 127.0.0.1 TCP proxy to `upstream` that a test can pause (drop every connection, and
-    close new ones at once: the server looks unreachable) and resume."""
+    close new ones at once: the server looks unreachable) and resume, by hand or with
+    `outage_after(n_bytes, seconds)`: triggered by traffic, so it always lands mid-transfer."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.paused = threading.Event()
+        self.bytes_up = 0  # client → server bytes forwarded so far
+        self._outage: tuple[int, float] | None = None
+        self.outages = 0
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -141,6 +145,21 @@ class TcpProxy:
 
     def resume(self) -> None:
         self.paused.clear()
+
+    def outage_after(self, n_bytes: int, seconds: float) -> None:
+        """Once `n_bytes` more have gone upstream, be unreachable for `seconds` (once)."""
+        self._outage = (self.bytes_up + n_bytes, seconds)
+
+    def _maybe_start_outage(self) -> None:
+        with self._lock:
+            due = self._outage is not None and self.bytes_up >= self._outage[0]
+            seconds = self._outage[1] if due else 0.0
+            if due:
+                self._outage = None
+                self.outages += 1
+        if due:
+            self.pause()
+            threading.Timer(seconds, self.resume).start()
 
     def close(self) -> None:
         self._closed = True
@@ -163,15 +182,18 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
         try:
             while data := src.recv(65536):
                 if self.paused.is_set():
                     break
                 dst.sendall(data)
+                if upstream:
+                    self.bytes_up += len(data)
+                    self._maybe_start_outage()
         except OSError:
             pass
         _close(src)

@@ -4,7 +4,6 @@ error and no commit marker). A TcpProxy between the client and moto makes S3 "un
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import boto3
@@ -27,18 +26,6 @@ def _settings(**kw):
     return S3Settings.from_env(connect_timeout_s=1, read_timeout_s=2, **base)
 
 
-def _outage(proxy, after_s, for_s):
-    def run():
-        time.sleep(after_s)
-        proxy.pause()
-        time.sleep(for_s)
-        proxy.resume()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 def _open_multipart_uploads(s):
     raw = boto3.client(
         "s3",
@@ -55,11 +42,10 @@ def test_short_outage_during_upload_completes_and_verifies(s3_proxy, tmp_path, c
     _tree(tmp_path / "model")
     s = _settings()
     uri = f"s3://{s.bucket}/short/model"
-    outage = _outage(s3_proxy, after_s=0.3, for_s=2.0)
+    s3_proxy.outage_after(n_bytes=8 << 20, seconds=2.0)  # mid-upload, whatever the speed
     t0 = time.monotonic()
     manifest = storage.upload_dir(tmp_path / "model", uri, s)
-    outage.join()
-    assert time.monotonic() - t0 > 2.0  # the outage really overlapped the upload
+    assert s3_proxy.outages == 1 and time.monotonic() - t0 > 2.0
     assert any("retry" in r.getMessage() for r in caplog.records)
     assert storage.is_committed(uri, s)
     storage.download_dir(uri, tmp_path / "back", settings=s)
@@ -86,10 +72,12 @@ def test_outage_midway_leaves_no_marker_and_rerun_commits(s3_proxy, tmp_path):
     _tree(tmp_path / "model", n_files=4)
     s = _settings(retries=2, retry_backoff_s=0.2)
     uri = f"s3://{s.bucket}/mid/model"
-    outage = _outage(s3_proxy, after_s=0.4, for_s=3.0)
+    s3_proxy.outage_after(n_bytes=10 << 20, seconds=3.0)  # retries give up after ~0.2 s
     with pytest.raises(StorageError):
         storage.upload_dir(tmp_path / "model", uri, s)
-    outage.join()
+    assert s3_proxy.outages == 1
+    while s3_proxy.paused.is_set():
+        time.sleep(0.1)
     assert not storage.is_committed(uri, s)
     storage.upload_dir(tmp_path / "model", uri, s)  # the re-run skips what already landed
     assert storage.is_committed(uri, s)
