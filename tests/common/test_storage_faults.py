@@ -4,6 +4,7 @@ error and no commit marker). A TcpProxy between the client and moto makes S3 "un
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import boto3
@@ -97,3 +98,19 @@ def test_errors_and_logs_never_carry_the_secret(s3_proxy, secret_canary, tmp_pat
         s3_proxy.resume()
     secret_canary.assert_absent(str(err.value) + repr(s), "the StorageError / settings repr")
     secret_canary.assert_absent(caplog.text, "log records")
+
+
+def test_streaming_read_survives_a_dropped_connection(s3_proxy, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="components.common.storage")
+    data = os.urandom(24 << 20)  # well beyond socket buffers, so the drop lands mid-body
+    (tmp_path / "shard.bin").write_bytes(data)
+    s = _settings()
+    uri = f"s3://{s.bucket}/shards/shard.bin"
+    storage.upload_file(tmp_path / "shard.bin", uri, s)
+    with storage.open_read(uri, s) as f:
+        head = f.read(1 << 20)
+        s3_proxy.pause()  # drop the connection mid-stream; back shortly
+        threading.Timer(0.5, s3_proxy.resume).start()
+        rest = f.read()
+    assert head + rest == data
+    assert any("re-opening" in r.getMessage() for r in caplog.records)

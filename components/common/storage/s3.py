@@ -9,6 +9,7 @@ addressing when an endpoint is given, and boto3 >= 1.36's default CRC checksums 
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -62,11 +63,16 @@ def transfer_config(s: S3Settings) -> Any:
 
 def is_transient(e: BaseException) -> bool:
     """Connection trouble, timeouts, 5xx and throttling are worth retrying; the rest is not."""
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
 
     # boto3's upload_file re-raises ClientError as S3UploadFailedError (no `from`).
     cause = e.__context__ if type(e).__name__ == "S3UploadFailedError" else e
-    if isinstance(cause, ConnectionError | HTTPClientError | OSError):
+    if isinstance(cause, ConnectionError | HTTPClientError | IncompleteReadError | OSError):
         return not isinstance(cause, FileNotFoundError | PermissionError)
     if type(cause).__name__ == "RetriesExceededError":
         return True
@@ -147,10 +153,49 @@ def list_under(s: S3Settings, uri: str, limit: int = 0) -> list[str]:
 
 
 def open_body(s: S3Settings, uri: str) -> IO[bytes]:
-    """The object's streaming body."""
-    bucket, key = split_s3(uri)
-    resp = retry(s, f"open {uri}", lambda: client(s).get_object(Bucket=bucket, Key=key))
-    return resp["Body"]
+    """The object as a buffered binary stream that survives dropped connections."""
+    return io.BufferedReader(_ResumableBody(s, uri), buffer_size=1 << 20)
+
+
+class _ResumableBody(io.RawIOBase):
+    """A GET body that, when the connection drops mid-stream, re-opens the object with a
+    `Range` from the current offset (with the usual retries) and carries on: a long streaming
+    read (token shards during training) survives a blip instead of failing the job."""
+
+    def __init__(self, s: S3Settings, uri: str) -> None:
+        self._s, self._uri = s, uri
+        self._bucket, self._key = split_s3(uri)
+        self._pos = 0
+        self._body = self._open()
+
+    def _open(self) -> Any:
+        kw = {"Range": f"bytes={self._pos}-"} if self._pos else {}
+        get = lambda: client(self._s).get_object(Bucket=self._bucket, Key=self._key, **kw)  # noqa: E731
+        return retry(self._s, f"open {self._uri} at byte {self._pos}", get)["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        for attempt in range(1, self._s.retries + 1):
+            try:
+                data = self._body.read(len(buf))
+                break
+            except Exception as e:  # noqa: BLE001 - classified by is_transient
+                if not is_transient(e) or attempt == self._s.retries:
+                    raise
+                log.warning("read %s at byte %d: %s; re-opening", self._uri, self._pos, e)
+                self._body.close()
+                time.sleep(self._s.retry_backoff_s)
+                self._body = self._open()
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 def upload(s: S3Settings, local: Path, uri: str, sha256: str) -> None:
