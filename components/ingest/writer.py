@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string())])
-ROW_GROUP = 1024
+ROW_GROUP = 1024  # rows per parquet row group, and at most ROW_GROUP_BYTES of text:
+ROW_GROUP_BYTES = 2 << 20  # a row group is one `kiln tokenize` task, so keep them small
 
 
 def unit_hash(salt: str, key: str) -> float:
@@ -44,7 +45,7 @@ class ShardWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[tuple[str, str, str]] = []
         self.writer: pq.ParquetWriter | None = None
-        self.shard_bytes = 0
+        self.shard_bytes = self.group_bytes = 0
         self.files: list[str] = []
         self.docs = self.bytes = 0
 
@@ -55,9 +56,10 @@ class ShardWriter:
             self._close_shard()
         self.rows.append((doc_id, text, source))
         self.shard_bytes += nbytes
+        self.group_bytes += nbytes
         self.docs += 1
         self.bytes += nbytes
-        if len(self.rows) >= ROW_GROUP:
+        if len(self.rows) >= ROW_GROUP or self.group_bytes >= ROW_GROUP_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -69,8 +71,8 @@ class ShardWriter:
             self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
         ids, texts, sources = zip(*self.rows, strict=True)
         table = pa.table([list(ids), list(texts), list(sources)], schema=SCHEMA)
-        self.writer.write_table(table, row_group_size=ROW_GROUP)
-        self.rows = []
+        self.writer.write_table(table, row_group_size=len(self.rows))
+        self.rows, self.group_bytes = [], 0
 
     def _close_shard(self) -> None:
         if self.writer is not None:

@@ -105,7 +105,12 @@ class Encoder:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text; special-token literals map to their ids, as in `tokenizers`."""
         if self.fast is not None:
-            return self.fast.encode_batch(texts, num_threads=1, allowed_special="all")
+            fast = self.fast
+            # encode_ordinary skips the special-token scan; only texts with "<|" need it.
+            return [
+                fast.encode(t, allowed_special="all") if "<|" in t else fast.encode_ordinary(t)
+                for t in texts
+            ]
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def reference(self, texts: list[str]) -> list[list[int]]:

@@ -34,17 +34,24 @@ log = logging.getLogger(__name__)
 _worker: dict = {}
 
 
-def _init_worker(tokenizer_str: str, engine: str, segment_chars: int) -> None:
+def _init_worker(tokenizer_str: str, segment_chars: int) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(tokenizer_str)
-    _worker.update(enc=Encoder(tok, engine), eot=eot_id(tok), seg=segment_chars)
+    _worker.update(tok=tok, eot=eot_id(tok), seg=segment_chars, encoders={})
     _worker["dtype"] = dtype_for_vocab(tok.get_vocab_size(with_added_tokens=True))
 
 
-def encode_docs(docs: Iterable[tuple[str, bool]]) -> tuple[np.ndarray, int]:
+def _encoder(engine: str) -> Encoder:
+    # The engine arrives with each task: the parent settles it (verify) while workers start.
+    if engine not in _worker["encoders"]:
+        _worker["encoders"][engine] = Encoder(_worker["tok"], engine)
+    return _worker["encoders"][engine]
+
+
+def encode_docs(docs: Iterable[tuple[str, bool]], engine: str = "hf") -> tuple[np.ndarray, int]:
     """Encode (text, ends_document) pieces in a worker; EOT precedes each document's first piece."""
-    enc, eot, seg, dtype = _worker["enc"], _worker["eot"], _worker["seg"], _worker["dtype"]
+    enc, eot, seg, dtype = _encoder(engine), _worker["eot"], _worker["seg"], _worker["dtype"]
     texts, starts, nbytes, new_doc = [], [], 0, True
     for text, ends in docs:
         for i, piece in enumerate(iter_segments(text, seg)):
@@ -61,8 +68,13 @@ def encode_docs(docs: Iterable[tuple[str, bool]]) -> tuple[np.ndarray, int]:
     return (np.concatenate(parts) if parts else np.zeros(0, dtype)), nbytes
 
 
-def _encode_unit(unit: tuple[str, int]) -> tuple[np.ndarray, int]:
-    return encode_docs((t, True) for t in sources.read_unit(unit))
+def _encode_unit(task: tuple[tuple[str, int], str]) -> tuple[np.ndarray, int]:
+    unit, engine = task
+    return encode_docs(((t, True) for t in sources.read_unit(unit)), engine)
+
+
+def _encode_batch(task: tuple[list[tuple[str, bool]], str]) -> tuple[np.ndarray, int]:
+    return encode_docs(*task)
 
 
 class _ShardWriter:
@@ -108,11 +120,21 @@ def _training_texts(dataset: Path, cfg: TokenizerConfig) -> Iterator[str]:
             yield piece
 
 
-def _sample(dataset: Path, split: str, n: int, cfg: TokenizerConfig) -> list[str]:
+def _sample(dataset: Path, split: str, n: int, cfg: TokenizerConfig, max_chars: int = 1 << 18):
+    """The first `n` documents of a split (at most ~`max_chars` in all) for the engine check."""
     if sources.is_dataset_dir(dataset):
-        return list(itertools.islice(sources.iter_texts(dataset, split), n))
-    pieces = (t for s, t, _ in sources.iter_text_pieces(dataset, cfg.segment_chars) if s == split)
-    return list(itertools.islice(pieces, n))
+        texts: Iterable[str] = sources.iter_texts(dataset, split)
+    else:
+        texts = (
+            t for s, t, _ in sources.iter_text_pieces(dataset, cfg.segment_chars) if s == split
+        )
+    out, size = [], 0
+    for text in itertools.islice(texts, n):
+        out.append(text[: max_chars - size])
+        size += len(out[-1])
+        if size >= max_chars:
+            break
+    return out
 
 
 def run_tokenize(
@@ -152,27 +174,27 @@ def run_tokenize(
     tok.save(str(out / "tokenizer.json"))
     train_s = time.time() - t0
     vocab, eot = tok.get_vocab_size(with_added_tokens=True), eot_id(tok)
-    encoder = Encoder(tok, cfg.engine)
-    for split in sources.SPLITS:
-        encoder.verify(_sample(dataset, split, cfg.verify_docs, cfg))
-    log.info(
-        "tokenizer: vocab %d, eot id %d, engine %s (%.1fs)", vocab, eot, encoder.engine, train_s
-    )
 
     splits: dict[str, list[ShardEntry]] = {}
     totals = {"bytes": 0, "tokens": 0}
     t1 = time.time()
     ctx = mp.get_context("spawn")
-    init = (tok.to_str(), encoder.engine, cfg.segment_chars)
+    init = (tok.to_str(), cfg.segment_chars)
     with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=init) as pool:
+        # Workers start in the background while the engines are cross-checked here.
+        encoder = Encoder(tok, cfg.engine)
+        for split in sources.SPLITS:
+            encoder.verify(_sample(dataset, split, cfg.verify_docs, cfg))
+        log.info("tokenizer: vocab %d, eot id %d, engine %s", vocab, eot, encoder.engine)
         for split in sources.SPLITS:
             writer = _ShardWriter(out, split, cfg.shard_tokens, vocab)
             progress = Progress(f"tokenize {split}")
             if sources.is_dataset_dir(dataset):
-                results = pool.imap(_encode_unit, sources.units(dataset, split))
+                tasks = [(u, encoder.engine) for u in sources.units(dataset, split)]
+                results = pool.imap(_encode_unit, tasks)
             else:
                 batches = _text_batches(dataset, split, cfg.segment_chars)
-                results = pool.imap(encode_docs, batches)
+                results = pool.imap(_encode_batch, ((b, encoder.engine) for b in batches))
             for ids, nbytes in results:
                 writer.add(ids)
                 progress.update(nbytes, ids.size)
