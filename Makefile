@@ -30,8 +30,10 @@ constraints:
 
 images: image-cpu image-gpu
 
+# docker (BuildKit) finds images/Containerfile.*.dockerignore by itself; buildah is told.
 image-cpu image-gpu: image-%:
 	$(BUILDER) build -f images/Containerfile.$* \
+	  $(if $(filter buildah,$(notdir $(BUILDER))),--ignorefile images/Containerfile.$*.dockerignore) \
 	  --build-arg VERSION=$(IMAGE_TAG) --build-arg SOURCE=$(IMAGE_SOURCE) \
 	  --build-arg REVISION=$(IMAGE_REVISION) \
 	  -t $(IMAGE_REGISTRY)/kiln-$*:$(IMAGE_TAG) .

@@ -170,6 +170,7 @@ def test_make_images_uses_registry_and_tag():
         assert f"docker build -f images/Containerfile.{kind}" in out
         assert f"-t registry.example/team/kiln-{kind}:9.9.9" in out
     assert "--build-arg VERSION=9.9.9" in out
+    assert "--ignorefile" not in out  # docker reads Containerfile.*.dockerignore itself
     default = subprocess.run(
         ["make", "-n", "image-cpu", "BUILDER=buildah"],
         cwd=REPO,
@@ -178,4 +179,5 @@ def test_make_images_uses_registry_and_tag():
         check=True,
     ).stdout
     assert f"-t {DEFAULT_REGISTRY}/kiln-cpu:{metadata.version('kiln')}" in default
+    assert "--ignorefile images/Containerfile.cpu.dockerignore" in default
     assert Path(REPO / "images" / "Containerfile.cpu").exists()
