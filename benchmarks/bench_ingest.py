@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_ingest.py [--mb 110] [--files 12]
 
 Corpus (built from text on this machine, nothing downloaded): the prose files of site-packages
-(.md/.rst/.txt) topped up with Python sources to `--mb`, spread over `--files` .jsonl.zst files,
+(.md/.rst/.txt) topped up to `--mb` with the docstrings of its Python files (one document per
+file), spread over `--files` .jsonl.zst files,
 plus 5% exact duplicates and 5% near duplicates (a few words changed) in other files. Each run is
 a fresh subprocess so its peak RSS (parent, and the largest worker) is its own. Reported: MB/s of
 decompressed input, docs/s, kept / filtered / duplicates, peak RSS, and the 2-vs-1 speed-up.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,7 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_tokenize import python_sources  # noqa: E402
+from benchmarks.bench_tokenize import _roots, python_sources  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -44,12 +46,33 @@ print("RESULT " + json.dumps(dict(wall=wall, docs=stats.documents_in, bytes=stat
 """
 
 
+_DOCSTRING = re.compile(r'"""(.*?)"""', re.S)
+
+
+def docstrings(n_bytes: int) -> list[str]:
+    """Per source file, its triple-quoted strings joined: English prose about code."""
+    docs, total = [], 0
+    for root in _roots():
+        for path in sorted(root.rglob("*.py")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            doc = "\n\n".join(s.strip() for s in _DOCSTRING.findall(text) if len(s) > 40)
+            if len(doc) < 1024:
+                continue
+            docs.append(doc)
+            total += len(doc.encode("utf-8"))
+            if total >= n_bytes:
+                return docs
+    return docs
+
+
 def build(root: Path, mb: float, files: int, seed: int = 0) -> int:
     rng = random.Random(seed)
     prose = python_sources(int(mb * 1e6), suffixes=(".md", ".rst", ".txt"))
     have = sum(len(d.encode()) for d in prose)
-    code = python_sources(int(max(0.0, mb * 1e6 - have))) if have < mb * 1e6 else []
-    docs = prose + code
+    docs = prose + (docstrings(int(mb * 1e6 - have)) if have < mb * 1e6 else [])
     n = len(docs)
     extra = [rng.choice(docs) for _ in range(n // 20)]  # exact duplicates
     for _ in range(n // 20):  # near duplicates: a few words replaced
@@ -68,8 +91,9 @@ def build(root: Path, mb: float, files: int, seed: int = 0) -> int:
         total += len(body)
         (root / f"part-{f:03d}.jsonl.zst").write_bytes(cctx.compress(body))
     print(
-        f"corpus: {len(prose):,} prose + {len(code):,} code files + {len(extra):,} duplicates = "
-        f"{len(docs):,} docs, {total / 1e6:.1f} MB of jsonl in {files} .jsonl.zst files"
+        f"corpus: {len(prose):,} prose files + {n - len(prose):,} docstring documents + "
+        f"{len(extra):,} duplicates = {len(docs):,} docs, {total / 1e6:.1f} MB of jsonl "
+        f"in {files} .jsonl.zst files"
     )
     return total
 

@@ -14,12 +14,16 @@ Defaults are the published thresholds:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
+
+import numpy as np
 
 from components.common.config import FilterConfig
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+_HAS_ALPHA = re.compile(r"[^\W\d_]")  # a letter (any script)
 BULLETS = ("•", "‣", "⁃", "◦", "-", "*", "·", "●", "▪")
 Filter = Callable[[str, list[str], list[str]], str | None]
 
@@ -55,7 +59,7 @@ def gopher_quality(c: FilterConfig) -> Filter:
         ellipsis = sum(ln.rstrip().endswith(("...", "…")) for ln in nonempty)
         if ellipsis / len(nonempty) > c.max_ellipsis_lines:
             return "gopher_ellipsis_lines"
-        if sum(any(ch.isalpha() for ch in w) for w in words) / n < c.min_alpha_words:
+        if sum(map(bool, map(_HAS_ALPHA.search, words))) / n < c.min_alpha_words:
             return "gopher_alpha_words"
         return None
 
@@ -64,22 +68,20 @@ def gopher_quality(c: FilterConfig) -> Filter:
 
 def stop_words(c: FilterConfig) -> Filter:
     def check(text: str, words: list[str], lines: list[str]) -> str | None:
-        found = sum(w.lower() in STOP_WORDS for w in words)
+        found = sum(map(STOP_WORDS.__contains__, map(str.lower, words)))
         return "gopher_stop_words" if found < c.min_stop_words else None
 
     return check
 
 
-def _dup_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in words covered by n-grams that occur more than once (Gopher's definition)."""
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    counts = Counter(grams)
-    covered = [False] * len(words)
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            for j in range(i, i + n):
-                covered[j] = True
-    return sum(len(w) for w, cov in zip(words, covered, strict=True) if cov)
+def _ngram_hashes(ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
+    """64-bit rolling hashes of every n-gram of word ids, n = 2..max_n (wrapping arithmetic)."""
+    out, h = {}, ids.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for n in range(2, min(max_n, ids.size) + 1):
+            h = h[:-1] * np.uint64(0x9E3779B97F4A7C15) + ids[n - 1 :].astype(np.uint64)
+            out[n] = h
+    return out
 
 
 def gopher_repetition(c: FilterConfig) -> Filter:
@@ -92,15 +94,32 @@ def gopher_repetition(c: FilterConfig) -> Filter:
                 return "gopher_dup_lines"
             if sum(map(len, dup)) / max(1, len(text)) > c.max_dup_line_char_frac:
                 return "gopher_dup_line_chars"
-        total = sum(map(len, words)) or 1
+        if len(words) < 2:
+            return None
+        vocab: dict[str, int] = {}
+        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+        lens = np.fromiter(map(len, words), np.int64, len(words))
+        total = int(lens.sum()) or 1
+        grams = _ngram_hashes(ids, 10)
         for n, limit in zip((2, 3, 4), c.max_top_ngram_frac, strict=False):
-            grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-            if grams:
-                gram, count = grams.most_common(1)[0]
-                if count > 1 and sum(map(len, gram)) * count / total > limit:
+            if n not in grams:
+                break
+            _, first, inv, cnt = np.unique(grams[n], True, True, True)
+            top = int(np.argmax(cnt))
+            if cnt[top] > 1:
+                start = int(first[top])
+                if int(lens[start : start + n].sum()) * int(cnt[top]) / total > limit:
                     return f"gopher_top_{n}gram"
         for n, limit in zip(range(5, 11), c.max_dup_ngram_frac, strict=False):
-            if len(words) >= n and _dup_ngram_chars(words, n) / total > limit:
+            if n not in grams:
+                break
+            _, inv, cnt = np.unique(grams[n], return_inverse=True, return_counts=True)
+            dup = (cnt[inv] > 1).astype(np.int32)
+            if not dup.any():
+                break  # no repeated n-gram means no repeated longer one either
+            # a word counts once however many duplicated n-grams cover it (Gopher)
+            covered = np.convolve(dup, np.ones(n, np.int32))[: len(words)] > 0
+            if int(lens[covered].sum()) / total > limit:
                 return f"gopher_dup_{n}gram"
         return None
 
@@ -133,13 +152,13 @@ def fineweb(c: FilterConfig) -> Filter:
     return check
 
 
-REGISTRY = {
+REGISTRY = {  # in the order applied: cheapest first
     "length": length,
+    "c4": c4,
+    "fineweb": fineweb,
     "gopher_quality": gopher_quality,
     "stop_words": stop_words,
     "gopher_repetition": gopher_repetition,
-    "c4": c4,
-    "fineweb": fineweb,
 }
 
 
