@@ -282,6 +282,53 @@ class TrackingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation of a trained model on the held-out split, and its gate (`kiln evaluate`)."""
+
+    seq_len: int = _f(0, "Context per evaluation window in tokens; 0 = the model's max_seq_len.")
+    batch_size: int = _f(8, "Windows per forward pass.")
+    max_tokens: int = _f(
+        1_000_000, "Score at most this many target tokens of the val split (0 = all of it)."
+    )
+    device: str = _f("auto", "auto (cuda when available, else cpu) | cpu | cuda.")
+    prompts: list = _f(
+        ["The ", "Once upon a time", "In 1905,"], "Fixed prompts for generation samples."
+    )
+    sample_tokens: int = _f(48, "Tokens generated per prompt.")
+    temperature: float = _f(0.8, "Sampling temperature for samples (0 = greedy).")
+    top_k: int = _f(50, "Sample among the k most likely tokens (0 = off).")
+    seed: int = _f(1337, "Seed of the sampling generator, so samples are reproducible.")
+    max_val_loss: float = _f(0.0, "Gate: fail when val loss (nats/token) exceeds this (0 = off).")
+    max_bits_per_byte: float = _f(0.0, "Gate: fail when bits per byte exceed this (0 = off).")
+    baseline_margin: float = _f(
+        0.0,
+        "Gate, with a baseline: the val loss must be at least this much (nats) below the baseline's; negative tolerates a small regression.",
+    )
+
+
+@dataclass
+class PublishConfig:
+    """Upload a trained model to S3, track it in MLflow, register a version (`kiln publish`)."""
+
+    model_name: str = _f("kiln-llama", "Registered model name that versions are created under.")
+    upload_checkpoints: str = _f(
+        "none",
+        "Checkpoint files to upload besides their index: none | latest | all (weights + optimizer state: big).",
+    )
+    promote: bool = _f(
+        True, "Move `champion` when the eval gate passed and the registry gate agrees."
+    )
+    description: str = _f("", "Text for the registered version (default: a generated summary).")
+    serving_name: str = _f(
+        "", "InferenceService name; '' = derived from the model name and version."
+    )
+    serving_namespace: str = _f("", "InferenceService namespace; '' = the current one.")
+    serving_gpus: int = _f(1, "GPUs per serving replica (vLLM).")
+    serving_cpu: str = _f("4", "CPU request/limit per serving replica.")
+    serving_memory: str = _f("16Gi", "Memory request/limit per serving replica.")
+
+
+@dataclass
 class Config:
     """Everything a Kiln run needs, one section per concern."""
 
@@ -294,6 +341,8 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

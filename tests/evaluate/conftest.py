@@ -1,0 +1,68 @@
+"""Fixtures for evaluate tests: a tiny tokenized corpus and tiny models trained on it in-process.
+
+The corpus comes from `tests/pretrain/conftest.py` (`make_tokens_dir`), loaded by path so these
+tests run on their own; `tests/publish/conftest.py` reuses `train_model` from here the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from components.common.config import load_config
+from components.pretrain.export import export_checkpoint
+from components.pretrain.train import train
+
+
+def load_by_path(path: Path, name: str):
+    """Import a helper module from a file (tests are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_pretrain = load_by_path(Path(__file__).parents[1] / "pretrain" / "conftest.py", "_kiln_pt_conf")
+make_tokens_dir = _pretrain.make_tokens_dir
+
+TINY = [
+    "model.dim=32",
+    "model.n_layers=2",
+    "model.n_heads=4",
+    "model.n_kv_heads=2",
+    "model.max_seq_len=64",
+    "data.seq_len=32",
+    "train.micro_batch_size=4",
+    "train.log_every=5",
+    "train.eval_every=0",
+    "train.eval_batches=2",
+    "train.sample_tokens=4",
+    "optim.warmup_steps=5",
+    "tracking.backend=none",
+]
+
+
+def train_model(tokens_dir: Path, out: Path, steps: int) -> Path:
+    """Train the tiny model for `steps` steps and export it; returns the HF model dir."""
+    cfg = load_config("tiny", overrides=[*TINY, f"train.max_steps={steps}", "train.ckpt_every=10"])
+    result = train(cfg, tokens_dir, out)
+    return export_checkpoint(result.checkpoint, out / "model", tokens_dir / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tokens_dir(tmp_path_factory) -> Path:
+    return make_tokens_dir(tmp_path_factory.mktemp("tokens"))
+
+
+@pytest.fixture(scope="session")
+def trained(tokens_dir, tmp_path_factory) -> Path:
+    """A model trained for 40 steps (its val loss is well below the untrained one's)."""
+    return train_model(tokens_dir, tmp_path_factory.mktemp("trained"), steps=40)
+
+
+@pytest.fixture(scope="session")
+def untrained(tokens_dir, tmp_path_factory) -> Path:
+    """The same shape after 1 step: a weak baseline."""
+    return train_model(tokens_dir, tmp_path_factory.mktemp("untrained"), steps=1)
