@@ -194,8 +194,10 @@ def kfp_pod_specs(
         docs: `list(yaml.safe_load_all(pipeline_yaml))`.
         assume_backend_defaults: add KFP_BACKEND_DEFAULTS under each step's own securityContext.
     """
-    spec = next(d for d in docs if "deploymentSpec" in d)
-    platform = next((d for d in docs if "platforms" in d), {})
+    spec = next((d for d in docs if isinstance(d, dict) and "deploymentSpec" in d), None)
+    if spec is None:
+        raise ValueError("not a compiled KFP pipeline: no document has a deploymentSpec")
+    platform = next((d for d in docs if isinstance(d, dict) and "platforms" in d), {})
     configs = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
     configs = configs.get("executors", {})
     for name, executor in spec["deploymentSpec"]["executors"].items():

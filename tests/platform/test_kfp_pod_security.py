@@ -57,3 +57,8 @@ def test_fixed_uid_fails_only_on_openshift(tmp_path):
         "allowPrivilegeEscalation" in p
         for p in check_kfp_pipeline(docs, assume_backend_defaults=False)
     )
+
+
+def test_not_a_pipeline():
+    with pytest.raises(ValueError, match="deploymentSpec"):
+        check_kfp_pipeline([{"kind": "Deployment"}])
