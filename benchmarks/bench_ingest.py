@@ -4,7 +4,7 @@
 
 Corpus (built from text on this machine, nothing downloaded): the prose files of site-packages
 (.md/.rst/.txt) topped up to `--mb` with the docstrings of its Python files (one document per
-file), spread over `--files` .jsonl.zst files,
+file), then with Python sources themselves, spread over `--files` .jsonl.zst files,
 plus 5% exact duplicates and 5% near duplicates (a few words changed) in other files. Each run is
 a fresh subprocess so its peak RSS (parent, and the largest worker) is its own. Reported: MB/s of
 decompressed input, docs/s, kept / filtered / duplicates, peak RSS, and the 2-vs-1 speed-up.
@@ -73,6 +73,9 @@ def build(root: Path, mb: float, files: int, seed: int = 0) -> int:
     prose = python_sources(int(mb * 1e6), suffixes=(".md", ".rst", ".txt"))
     have = sum(len(d.encode()) for d in prose)
     docs = prose + (docstrings(int(mb * 1e6 - have)) if have < mb * 1e6 else [])
+    have = sum(len(d.encode()) for d in docs)
+    code = python_sources(int(mb * 1e6 - have)) if have < mb * 1e6 else []  # top up
+    docs += code
     n = len(docs)
     extra = [rng.choice(docs) for _ in range(n // 20)]  # exact duplicates
     for _ in range(n // 20):  # near duplicates: a few words replaced
@@ -91,7 +94,8 @@ def build(root: Path, mb: float, files: int, seed: int = 0) -> int:
         total += len(body)
         (root / f"part-{f:03d}.jsonl.zst").write_bytes(cctx.compress(body))
     print(
-        f"corpus: {len(prose):,} prose files + {n - len(prose):,} docstring documents + "
+        f"corpus: {len(prose):,} prose files + {n - len(prose) - len(code):,} docstring documents + "
+        f"{len(code):,} Python files + "
         f"{len(extra):,} duplicates = {len(docs):,} docs, {total / 1e6:.1f} MB of jsonl "
         f"in {files} .jsonl.zst files"
     )
@@ -118,11 +122,12 @@ def main() -> None:
         for workers in (1, 2):
             r = run(repo, tmp / "in", tmp / f"out{workers}", workers)
             results[workers] = r
+            worker = f"{r['worker_rss_mb']:.0f} MB" if workers > 1 else "n/a (in-process)"
             print(
                 f"workers={workers}: {r['bytes'] / 1e6:.1f} MB, {r['docs']:,} docs in {r['wall']:.1f}s = "
                 f"{r['bytes'] / 1e6 / r['wall']:.2f} MB/s, {r['docs'] / r['wall']:,.0f} docs/s; kept {r['kept']:,}, "
                 f"filtered {r['filtered']:,}, duplicates exact {r['exact']:,} near {r['near']:,}; "
-                f"peak RSS parent {r['parent_rss_mb']:.0f} MB, largest worker {r['worker_rss_mb']:.0f} MB"
+                f"peak RSS parent {r['parent_rss_mb']:.0f} MB, largest worker {worker}"
             )
         same = all(
             (tmp / "out1" / s / f.name).read_bytes() == f.read_bytes()

@@ -197,7 +197,7 @@ class FilterConfig:
     max_short_line_frac: float = _f(
         0.67, "FineWeb: max fraction of lines shorter than 30 characters."
     )
-    max_newline_char_ratio: float = _f(0.3, "FineWeb: max newlines per character.")
+    max_newline_word_ratio: float = _f(0.3, "FineWeb: max newlines per word.")
 
 
 @dataclass

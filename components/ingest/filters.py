@@ -145,7 +145,7 @@ def fineweb(c: FilterConfig) -> Filter:
         nonempty = [ln for ln in lines if ln.strip()] or [""]
         if sum(len(ln) < 30 for ln in nonempty) / len(nonempty) > c.max_short_line_frac:
             return "fineweb_short_lines"
-        if text.count("\n") / max(1, len(words)) > c.max_newline_char_ratio:
+        if text.count("\n") / max(1, len(words)) > c.max_newline_word_ratio:
             return "fineweb_newline_ratio"
         return None
 

@@ -139,3 +139,19 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert rc == 2 and "no .txt or .md files" in capsys.readouterr().err
     with pytest.raises(ValueError, match="too small"):
         run_tokenize(tmp_path / "empty", tmp_path / "o", TokenizerConfig(vocab_size=100))
+
+
+def test_single_text_file_gets_a_val_split(tmp_path):
+    text = "".join(f"Line {i} of a single small file, with words.\n" for i in range(300))
+    (tmp_path / "one.txt").write_text(text)
+    m = run_tokenize(
+        tmp_path / "one.txt", tmp_path / "out", TokenizerConfig(vocab_size=280, chat_tokens=0)
+    )
+    assert m.tokens("train") > m.tokens("val") > 0
+    tok = load_tokenizer(tmp_path / "out" / "tokenizer.json")
+    decoded = [
+        tok.decode(np.asarray(open_shard(p)).tolist(), skip_special_tokens=True)
+        for split in ("train", "val")
+        for p in shard_paths(tmp_path / "out", split)
+    ]
+    assert sorted("".join(decoded).splitlines()) == sorted(text.splitlines())
