@@ -1,0 +1,54 @@
+"""KFP component: resolve the run's config and open its MLflow run (the pipeline's first step)."""
+# No `from __future__ import annotations`: KFP reads the real type annotations.
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.common.images import image_ref
+
+
+@dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
+def prepare(
+    preset: str,
+    overrides: str,
+    model_name: str,
+    s3_bucket: str,
+    mlflow_uri: str,
+    ray_address: str,
+    workers: int,
+    gpus_per_worker: int,
+    run_id: str,
+    pipeline_run_id: str,
+) -> NamedTuple("Prepared", config_json=str, run_id=str):
+    """Resolve the Kiln config and open the MLflow run every later step writes to.
+
+    Args:
+        preset: named starting config (tiny, small, gpt2-124m, 1b).
+        overrides: `section.key=value` overrides, a JSON list or one per line.
+        model_name: registered model name for publish ('' = the config's).
+        s3_bucket: artifacts go to s3://BUCKET/kiln ('' = the data connection's AWS_S3_BUCKET).
+        mlflow_uri: MLflow tracking URI ('' = $MLFLOW_TRACKING_URI).
+        ray_address: Ray cluster for training ('' = train inside the pretrain step's pod).
+        workers: Ray Train workers (0 = one plain process; -1 = the config's).
+        gpus_per_worker: GPUs per training worker (0 = CPU; -1 = the config's).
+        run_id: an existing MLflow run to write to ('' = open a new one).
+        pipeline_run_id: the KFP run id, recorded as a tag.
+
+    Returns:
+        config_json: the resolved config; run_id: the MLflow run id ('' when not tracking).
+    """
+    from components.common.pipeline_run import prepare_run
+
+    return prepare_run(
+        preset,
+        overrides,
+        run_id=run_id,
+        pipeline_run_id=pipeline_run_id,
+        model_name=model_name,
+        s3_bucket=s3_bucket,
+        mlflow_uri=mlflow_uri,
+        ray_address=ray_address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+    )

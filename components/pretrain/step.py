@@ -1,0 +1,119 @@
+"""The pretrain step of the pipeline: token shards → checkpoints + Hugging Face model, tracked.
+
+    summary = pretrain_step("out/tokens", "out/train", config_json, run_id)
+
+Where training runs follows `cfg.dist` (set from the pipeline's parameters):
+
+- `ray_address` http(s)://HEAD:8265: submitted to that Ray cluster with the Jobs API
+  (`ray_launch.submit_job`); the step streams the job's logs and fails when the job fails.
+  The token and output paths must then be visible to the cluster (shared volume).
+- `workers` > 0: Ray Train with that many workers, on a local Ray (or `ray://`/`auto`).
+- `workers` == 0: one plain process, this one.
+
+A re-run of the step with the same output directory resumes from its latest checkpoint. Step-wise
+losses go to the pipeline's MLflow run, with the loss curve (PNG) and the resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from components.common.pipeline_run import step_config, step_tracker
+from components.common.tracking import Tracker
+from components.pretrain import checkpoint as ckpt
+from components.pretrain.train import TRAIN_LOG, read_train_log
+
+log = logging.getLogger("kiln.pretrain")
+
+
+def _train(cfg, tokens: Path, out: Path, tracker: Tracker) -> tuple[str | None, bool]:
+    """Run training where `cfg.dist` says; returns (final checkpoint, metrics already tracked)."""
+    resume = ckpt.latest_checkpoint(out / "checkpoints") is not None or (out / "ray").exists()
+    address = cfg.dist.ray_address
+    if address.startswith(("http://", "https://")):
+        from components.pretrain.ray_launch import submit_job
+
+        cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
+        submit_job(cfg, str(tokens), str(out), address, resume=resume)
+        latest = ckpt.latest_checkpoint(out / "checkpoints")
+        return (str(latest) if latest else None), False
+    if cfg.dist.workers > 0:
+        from components.pretrain.ray_launch import copy_final_checkpoint, launch
+
+        result = launch(cfg, tokens, out, resume=resume)
+        final = copy_final_checkpoint(result, out)
+        return (str(final) if final else None), False
+    from components.pretrain.train import train
+
+    return train(cfg, tokens, out, resume=resume, tracker=tracker).checkpoint, True
+
+
+def _log_curve(out: Path, tracker: Tracker, log_steps: bool) -> None:
+    """Per-step losses from train_log.jsonl into the run (when the trainer could not), and a PNG."""
+    losses = read_train_log(out)
+    if not losses:
+        return
+    if log_steps:
+        for step, loss in sorted(losses.items()):
+            tracker.log_metrics({"train/loss": loss}, step)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the curve is a convenience; the metrics above are the record
+        log.warning("matplotlib is not installed: no loss-curve PNG")
+        return
+    steps = sorted(losses)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [losses[s] for s in steps], linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (nats/token)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+    tracker.log_artifact(out / "loss_curve.png", "train")
+
+
+def pretrain_step(
+    tokens_dir: str, output_dir: str, config_json: str, run_id: str = ""
+) -> dict[str, Any]:
+    """Train on the token shards, export the final model to `output_dir/model`, track it all.
+
+    Args:
+        tokens_dir: the tokenize step's output (manifest.json, shards, tokenizer.json).
+        output_dir: run directory: config.json, train_log.jsonl, checkpoints/, model/.
+        config_json: the resolved config (`prepare_run`).
+        run_id: the pipeline's MLflow run ('' = not tracked).
+
+    Returns:
+        The final step, checkpoint and model directory, and the last logged loss.
+    """
+    from components.pretrain.export import export_checkpoint
+
+    cfg = step_config(config_json)
+    tokens, out = Path(tokens_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    tracker = step_tracker(cfg, run_id)
+    final, tracked = _train(cfg, tokens, out, tracker)
+    if final is None:
+        raise RuntimeError(f"training wrote no checkpoint under {out}; see the log above")
+    tokenizer = tokens / "tokenizer.json"
+    model_dir = export_checkpoint(final, out / "model", tokenizer if tokenizer.exists() else None)
+    _log_curve(out, tracker, log_steps=not tracked)
+    tracker.log_artifact(out / "config.json", "train")
+    losses = read_train_log(out)
+    summary = {
+        "checkpoint": str(final),
+        "model_dir": str(model_dir),
+        "steps": max(losses) if losses else 0,
+        "final_loss": losses[max(losses)] if losses else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("pretrain: %s (train log %s)", summary, out / TRAIN_LOG)
+    return summary

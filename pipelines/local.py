@@ -1,0 +1,163 @@
+"""Run the Kiln pipeline on this machine with the KFP local runner (what `kiln run` does).
+
+    result = run_local(LocalRun(workdir="kiln-work"))     # built-in corpus, tiny preset
+    print(result.model_dir, result.registered, result.sample)
+
+The SAME pipeline that `kiln compile` writes runs here, each step in a subprocess
+(`kfp.local.SubprocessRunner(use_venv=False)`, i.e. this interpreter with Kiln installed):
+
+- MLflow: `mlflow_uri`, else $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db;
+- S3: the real endpoint when AWS_S3_ENDPOINT is set (with AWS_S3_BUCKET), else the storage
+  layer's local stand-in (KILN_S3_LOCAL_ROOT=WORKDIR/s3, bucket `kiln`): same URIs, same sha256
+  records;
+- Ray: started locally inside the pretrain step when `workers` > 0;
+- step outputs (KFP artifacts) under WORKDIR/kfp/kiln-pretrain-<time>/<step>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common.pipeline_run import WORKDIR_ENV, resolve_config
+from components.common.tracking import default_tracking_uri, end_pipeline_run, start_pipeline_run
+from pipelines.pretrain import PIPELINE_NAME, build_pipeline
+
+LOCAL_BUCKET = "kiln"
+
+
+@dataclass
+class LocalRun:
+    """Parameters of one local pipeline run (see `kiln run --help`)."""
+
+    workdir: str = "kiln-work"
+    data: str = ""  # '' = the built-in corpus (pipelines/corpus.py)
+    preset: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+    model_name: str = "kiln-llama"
+    mlflow_uri: str = ""
+    workers: int = 1
+    baseline_model: str = ""
+
+
+@dataclass
+class LocalResult:
+    """Where everything went."""
+
+    run_dir: Path
+    model_dir: Path
+    mlflow_uri: str
+    run_id: str
+    eval: dict[str, Any]
+    published: dict[str, Any]
+    seconds: float
+
+    @property
+    def sample(self) -> str:
+        samples = self.eval.get("samples") or []
+        return samples[0].get("text", "") if samples else ""
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the steps (subprocesses inherit them), restore afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def local_env(workdir: Path, mlflow_uri: str = "") -> dict[str, str]:
+    """The environment the steps run with: tracking URI, workdir, S3 endpoint or stand-in."""
+    env = {
+        WORKDIR_ENV: str(workdir),
+        "MLFLOW_TRACKING_URI": mlflow_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or default_tracking_uri(workdir),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    if not os.environ.get("AWS_S3_ENDPOINT"):
+        env["KILN_S3_LOCAL_ROOT"] = str(workdir / "s3")
+        env["AWS_S3_BUCKET"] = os.environ.get("AWS_S3_BUCKET") or LOCAL_BUCKET
+    return env
+
+
+def _corpus(run: LocalRun, workdir: Path) -> str:
+    if run.data:
+        return run.data
+    from pipelines.corpus import write_builtin_corpus
+
+    return str(write_builtin_corpus(workdir / "corpus").resolve())
+
+
+def _newest_run_dir(root: Path, after: float) -> Path:
+    runs = [p for p in root.glob(f"{PIPELINE_NAME}-*") if p.stat().st_mtime >= after - 1]
+    if not runs:
+        raise RuntimeError(f"the local pipeline left no run directory under {root}")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def run_local(run: LocalRun) -> LocalResult:
+    """Run the whole pipeline locally; raises when a step fails (its log is printed above).
+
+    The pipeline's MLflow run is opened here first, so that a failed run is marked FAILED.
+    """
+    import kfp.local
+
+    workdir = Path(run.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    overrides = list(run.overrides)
+    if not run.data:  # a few hundred documents: hold out 5% so validation has enough text
+        overrides.insert(0, "ingest.val_fraction=0.05")
+    env = local_env(workdir, run.mlflow_uri)
+    t0 = time.time()
+    with _env(env):
+        cfg = resolve_config(run.preset, json.dumps(overrides), workers=run.workers)
+        corpus = _corpus(run, workdir)
+        run_id = start_pipeline_run(cfg, workdir, run_name="kiln-run-local", tags={"mode": "local"})
+        kfp.local.init(
+            runner=kfp.local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(workdir / "kfp"),
+            raise_on_error=True,
+        )
+        pipeline = build_pipeline()
+        try:
+            pipeline(
+                corpus_uri=corpus,
+                preset=run.preset,
+                overrides=json.dumps(overrides),
+                model_name=run.model_name,
+                mlflow_uri=env["MLFLOW_TRACKING_URI"],
+                workers=run.workers,
+                gpus_per_worker=0,
+                baseline_model=run.baseline_model,
+                run_id=run_id,
+            )
+        except BaseException:
+            end_pipeline_run(cfg, run_id, "FAILED", workdir)
+            raise
+    run_dir = _newest_run_dir(workdir / "kfp", t0)
+    eval_report = json.loads((run_dir / "evaluate" / "report" / "eval.json").read_text())
+    published = json.loads((run_dir / "publish" / "published" / "publish.json").read_text())
+    return LocalResult(
+        run_dir=run_dir,
+        model_dir=run_dir / "pretrain" / "trained" / "model",
+        mlflow_uri=env["MLFLOW_TRACKING_URI"],
+        run_id=run_id,
+        eval=eval_report,
+        published=published,
+        seconds=time.time() - t0,
+    )

@@ -1,0 +1,170 @@
+"""The Kiln pretraining pipeline: prepare → ingest → tokenize → pretrain → evaluate → publish.
+
+    pipeline = build_pipeline(PipelineOptions(data_connection="kiln-data-connection"))
+    kfp.compiler.Compiler().compile(pipeline, "pipeline.yaml")       # `kiln compile`
+    pipeline(corpus_uri="corpus.jsonl", preset="tiny")                # `kiln run` (kfp.local)
+
+Kubernetes plumbing lives here, not in the components: the data-connection Secret is attached
+to every step as environment variables with kfp-kubernetes (`use_secret_as_env`: the compiled
+YAML names the Secret, never a value), every step runs as non-root, the training step requests
+GPUs and tolerates the GPU taint. Caching is on for ingest and tokenize (pure functions of
+their inputs) and off for the steps that write to MLflow, S3 or the registry.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline's real parameter types.
+
+from dataclasses import dataclass, field
+
+from kfp import dsl
+from kfp import kubernetes as k8s
+
+from components.common.component import prepare
+from components.evaluate.component import evaluate
+from components.ingest.component import ingest
+from components.pretrain.component import pretrain
+from components.publish.component import publish
+from components.tokenization.component import tokenize
+
+PIPELINE_NAME = "kiln-pretrain"
+DATA_CONNECTION_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_S3_ENDPOINT",
+    "AWS_S3_BUCKET",
+    "AWS_DEFAULT_REGION",
+)
+MLFLOW_AUTH_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@dataclass
+class PipelineOptions:
+    """What is fixed when the pipeline is compiled (everything else is a run parameter).
+
+    Attributes:
+        data_connection: Secret with the S3 data-connection keys (OpenShift AI data connection).
+        mlflow_secret: optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD ('' = none).
+        gpu_resource: the accelerator resource the training step requests.
+        gpu_toleration: taint key tolerated by the training step ('' = none).
+        training_cpu, training_memory: the training step's CPU/memory requests (and limits).
+        extra_env: plain (non-secret) env vars for every step, e.g. KILN_S3_* tuning.
+    """
+
+    data_connection: str = "kiln-data-connection"
+    mlflow_secret: str = ""
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_toleration: str = "nvidia.com/gpu"
+    training_cpu: str = "4"
+    training_memory: str = "16G"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
+    """Secrets by reference, non-root, plain env: what every step gets."""
+    k8s.use_secret_as_env(
+        task,
+        secret_name=opts.data_connection,
+        secret_key_to_env={key: key for key in DATA_CONNECTION_KEYS},
+        optional=True,  # a local-only MLflow/S3 setup may not need one
+    )
+    if opts.mlflow_secret:
+        k8s.use_secret_as_env(
+            task,
+            secret_name=opts.mlflow_secret,
+            secret_key_to_env={key: key for key in MLFLOW_AUTH_KEYS},
+        )
+    k8s.set_security_context(task, run_as_non_root=True)
+    for name, value in sorted(opts.extra_env.items()):
+        task.set_env_variable(name, value)
+    return task
+
+
+def build_pipeline(opts: PipelineOptions | None = None):
+    """The pipeline function, with the compile-time options applied."""
+    opts = opts or PipelineOptions()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Pretrain a LLaMA-style model from raw text: ingest, tokenize, pretrain on "
+        "Ray, evaluate, publish to S3 and the MLflow model registry.",
+    )
+    def kiln_pretrain(
+        corpus_uri: str,
+        preset: str = "tiny",
+        overrides: str = "",
+        model_name: str = "kiln-llama",
+        s3_bucket: str = "",
+        mlflow_uri: str = "",
+        ray_address: str = "",
+        workers: int = 0,
+        gpus_per_worker: int = 0,
+        baseline_model: str = "",
+        run_id: str = "",
+    ):
+        """Kiln pretraining run.
+
+        Args:
+            corpus_uri: raw text: s3://bucket/prefix, hf://org/name or files; comma-separated.
+            preset: named config (tiny, small, gpt2-124m, 1b).
+            overrides: config overrides `section.key=value`, a JSON list or one per line.
+            model_name: registered model name.
+            s3_bucket: bucket for artifacts ('' = the data connection's AWS_S3_BUCKET).
+            mlflow_uri: MLflow tracking URI ('' = MLFLOW_TRACKING_URI of the step).
+            ray_address: Ray cluster (http://HEAD:8265 = Jobs API); '' = train in the step's pod.
+            workers: Ray Train workers (0 = one plain process).
+            gpus_per_worker: GPUs per worker; also the training step's GPU request.
+            baseline_model: compare with this model in evaluate (models:/NAME@champion, s3://).
+            run_id: write to this existing MLflow run ('' = a new one).
+        """
+        prep = prepare(
+            preset=preset,
+            overrides=overrides,
+            model_name=model_name,
+            s3_bucket=s3_bucket,
+            mlflow_uri=mlflow_uri,
+            ray_address=ray_address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            run_id=run_id,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_caching_options(False)
+        config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
+
+        data = ingest(corpus_uri=corpus_uri, config_json=config_json)
+        toks = tokenize(dataset=data.outputs["dataset"], config_json=config_json)
+        train = pretrain(tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run)
+        train.set_caching_options(False)
+        train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
+        train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
+        if opts.gpu_toleration:
+            k8s.add_toleration(
+                train, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule"
+            )
+        ev = evaluate(
+            trained=train.outputs["trained"],
+            tokens=toks.outputs["tokens"],
+            config_json=config_json,
+            run_id=mlflow_run,
+            baseline_model=baseline_model,
+        ).set_caching_options(False)
+        pub = publish(
+            trained=train.outputs["trained"],
+            report=ev.outputs["report"],
+            tokens=toks.outputs["tokens"],
+            config_json=config_json,
+            run_id=mlflow_run,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_caching_options(False)
+        for task in (prep, data, toks, train, ev, pub):
+            _harden(task, opts)
+        for task in (prep, data, toks, ev, pub):
+            task.set_display_name(task.name.replace("-", " "))
+
+    return kiln_pretrain
+
+
+def compile_pipeline(output: str, opts: PipelineOptions | None = None) -> str:
+    """Compile the pipeline to KFP v2 YAML at `output`; returns the path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(opts), output)
+    return output

@@ -1,0 +1,107 @@
+"""The compiled pipeline YAML: steps, images, secrets by name only, GPU on training, Pod Security."""
+
+import pytest
+import yaml
+
+from components.common.images import image_ref
+from components.common.pod_security import check_kfp_pipeline
+from pipelines.pretrain import DATA_CONNECTION_KEYS, PipelineOptions, compile_pipeline
+
+STEPS = {"prepare", "ingest", "tokenize", "pretrain", "evaluate", "publish"}
+
+
+def _compile(tmp_path, **opts) -> tuple[str, list[dict]]:
+    out = compile_pipeline(str(tmp_path / "pipeline.yaml"), PipelineOptions(**opts))
+    text = open(out).read()
+    return text, list(yaml.safe_load_all(text))
+
+
+def _spec(docs: list[dict]) -> dict:
+    return next(d for d in docs if "deploymentSpec" in d)
+
+
+def _k8s(docs: list[dict]) -> dict:
+    platform = next(d for d in docs if "platforms" in d)
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_stage_is_a_step_on_the_right_image(tmp_path):
+    _, docs = _compile(tmp_path)
+    executors = _spec(docs)["deploymentSpec"]["executors"]
+    assert {name.removeprefix("exec-") for name in executors} == STEPS
+    for name, executor in executors.items():
+        kind = "gpu" if name == "exec-pretrain" else "cpu"
+        assert executor["container"]["image"] == image_ref(kind), name
+        # install_kfp_package=False: the image brings kfp; the step never pip-installs at run time
+        assert "pip install" not in " ".join(executor["container"]["command"]), name
+
+
+def test_images_follow_the_env_override(tmp_path, monkeypatch):
+    digest = "sha256:" + "a" * 64
+    monkeypatch.setenv("KILN_IMAGE_GPU", f"registry.example.com/me/kiln-gpu@{digest}")
+    import importlib
+
+    import components.pretrain.component as comp
+    import pipelines.pretrain as pipe
+
+    importlib.reload(comp)
+    importlib.reload(pipe)
+    try:
+        docs = list(yaml.safe_load_all(open(pipe.compile_pipeline(str(tmp_path / "p.yaml")))))
+        image = _spec(docs)["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["image"]
+        assert image == f"registry.example.com/me/kiln-gpu@{digest}"
+    finally:
+        monkeypatch.delenv("KILN_IMAGE_GPU")
+        importlib.reload(comp)
+        importlib.reload(pipe)
+
+
+def test_secrets_are_referenced_by_name_only(tmp_path, secret_canary):
+    text, docs = _compile(tmp_path, data_connection="my-data-conn", mlflow_secret="my-mlflow")
+    secret_canary.assert_absent(text, "compiled pipeline YAML")
+    for name, config in _k8s(docs).items():
+        envs = {
+            (s["secretName"], e["envVar"]) for s in config["secretAsEnv"] for e in s["keyToEnv"]
+        }
+        assert {("my-data-conn", k) for k in DATA_CONNECTION_KEYS} <= envs, name
+        assert ("my-mlflow", "MLFLOW_TRACKING_PASSWORD") in envs, name
+    assert "stringData" not in text and "AWS_SECRET_ACCESS_KEY:" not in text.replace(
+        "envVar: AWS_SECRET_ACCESS_KEY", ""
+    )
+
+
+def test_training_step_requests_gpus_and_tolerates_the_taint(tmp_path):
+    _, docs = _compile(tmp_path, gpu_toleration="nvidia.com/gpu")
+    train = _spec(docs)["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    accel = train["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu"
+    assert "gpus_per_worker" in accel["resourceCount"]  # the run parameter, not a constant
+    tolerations = _k8s(docs)["exec-pretrain"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+    for name, executor in _spec(docs)["deploymentSpec"]["executors"].items():
+        if name != "exec-pretrain":
+            assert "accelerator" not in executor["container"].get("resources", {}), name
+
+
+def test_caching_only_on_pure_steps(tmp_path):
+    _, docs = _compile(tmp_path)
+    tasks = _spec(docs)["root"]["dag"]["tasks"]
+    cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
+    assert cached == {"ingest", "tokenize"}
+
+
+@pytest.mark.parametrize("openshift", [False, True])
+def test_pod_security_restricted_passes(tmp_path, openshift):
+    _, docs = _compile(tmp_path)
+    assert check_kfp_pipeline(docs, openshift=openshift) == []
+
+
+def test_pipeline_parameters(tmp_path):
+    _, docs = _compile(tmp_path)
+    params = _spec(docs)["root"]["inputDefinitions"]["parameters"]
+    expected = {
+        "corpus_uri", "preset", "overrides", "model_name", "s3_bucket", "mlflow_uri",
+        "ray_address", "workers", "gpus_per_worker", "baseline_model", "run_id",
+    }  # fmt: skip
+    assert set(params) == expected
+    assert not params["corpus_uri"].get("isOptional")
