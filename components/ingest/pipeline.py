@@ -101,28 +101,34 @@ def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None =
                 json.dumps({"reason": reason, "file": file, "line": line, "detail": detail}) + "\n"
             )
 
-        for spill, counters in _results(tasks, cfg, Path(tmp)):
+        results = _results(tasks, cfg, Path(tmp))
+        for (source, _), (spill, counters) in zip(tasks, results, strict=True):
             before = stats.documents_in
+            src = stats.source(source, cfg.source_weights.get(source, 1.0))
             for ev in steps.replay(spill):
                 stats.documents_in += 1
+                src["in"] += 1
                 if ev[0] == "problem":
                     _, kind, file, line, detail = ev
+                    src["unreadable"] += 1
                     stats.bump(stats.unreadable, kind)
                     stats.example(kind, cfg.rejects_examples, file=file, line=line, detail=detail)
                     reject(kind, file, line, detail)
                 elif ev[0] == "drop":
                     _, reason, file, line, doc_id, head = ev
+                    src["filtered"] += 1
                     stats.bump(stats.filtered, reason)
                     stats.example(reason, cfg.rejects_examples, file=file, line=line, text=head)
                     reject(reason, file, line, doc_id)
                 else:
-                    _write_doc(ev, cfg, stats, dedup, writers, reject)
+                    _write_doc(ev, cfg, stats, src, dedup, writers, reject)
             for k, v in counters.get("pii", {}).items():
                 stats.bump(stats.pii_redacted, k, v)
             for k in ("bad_utf8_replaced", "control_chars_removed"):
                 if counters.get(k):
                     stats.bump(stats.repaired, k, counters[k])
             stats.bytes_in += counters["bytes_in"]
+            src["bytes_in"] += counters["bytes_in"]
             progress.update(counters["bytes_in"], stats.documents_in - before)
     progress.close()
     for name, w in writers.items():
@@ -136,12 +142,11 @@ def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None =
     return stats
 
 
-def _write_doc(ev, cfg: IngestConfig, stats: Stats, dedup: Deduper, writers, reject) -> None:
+def _write_doc(ev, cfg: IngestConfig, stats: Stats, src: dict, dedup: Deduper, writers, reject):
     _, doc_id, text, source, file, line, key, sig, bands = ev
-    src = stats.source(source, cfg.source_weights.get(source, 1.0))
-    src["in"] += 1
     dup = dedup.check(key, sig, bands or [])
     if dup:
+        src["duplicates"] += 1
         if dup == "exact":
             stats.duplicates_exact += 1
         else:
@@ -153,6 +158,7 @@ def _write_doc(ev, cfg: IngestConfig, stats: Stats, dedup: Deduper, writers, rej
         return
     n = copies(doc_id, src["weight"])
     if n == 0:
+        src["filtered"] += 1
         stats.bump(stats.filtered, "downsampled")
         reject("downsampled", file, line, doc_id)
         return

@@ -40,7 +40,9 @@ class Stats:
         table[key] = table.get(key, 0) + n
 
     def source(self, name: str, weight: float) -> dict:
-        return self.sources.setdefault(name, {"weight": weight, "in": 0, "kept": 0, "out": 0})
+        """Per-source counters: in = kept + filtered + duplicates + unreadable; out counts copies."""
+        keys = ("in", "kept", "filtered", "duplicates", "unreadable", "out", "bytes_in")
+        return self.sources.setdefault(name, {"weight": weight, **dict.fromkeys(keys, 0)})
 
     def example(self, reason: str, limit: int, **info) -> None:
         items = self.examples.setdefault(reason, [])
@@ -58,6 +60,10 @@ class Stats:
         )
 
     def check(self) -> None:
+        """Raise if the accounting identity fails, overall or for any source."""
+        for name, s in self.sources.items():
+            if s["in"] != s["kept"] + s["filtered"] + s["duplicates"] + s["unreadable"]:
+                raise AssertionError(f"ingest accounting broken for source {name!r}: {s}")
         if self.accounted() != self.documents_in:
             raise AssertionError(
                 f"ingest accounting broken: documents_in={self.documents_in} but "
@@ -96,7 +102,9 @@ class Stats:
             lines.append(f"  repaired (kept): {self.repaired}")
         for name, s in sorted(self.sources.items()):
             lines.append(
-                f"  source {name}: weight {s['weight']}, in {s['in']:,}, kept {s['kept']:,}, out {s['out']:,}"
+                f"  source {name}: weight {s['weight']}, in {s['in']:,}, kept {s['kept']:,}, "
+                f"filtered {s['filtered']:,}, duplicates {s['duplicates']:,}, "
+                f"unreadable {s['unreadable']:,}, out {s['out']:,}"
             )
         lines.append(
             f"  check: {self.documents_in:,} = {self.kept:,} kept + {sum(self.filtered.values()):,} filtered + "

@@ -160,9 +160,11 @@ def test_source_weights_language_and_pii(tmp_path, make_prose):
     )
     c = cfg(source_weights={"web": 2.0, "b": 0.5}, languages=["en"], shard_bytes=4000)
     stats = run_ingest([f"web={tmp_path / 'a'}", str(tmp_path / "b")], tmp_path / "out", c)
-    assert stats.sources["web"] == {"weight": 2.0, "in": 20, "kept": 20, "out": 40}
+    web = stats.sources["web"]
+    assert (web["weight"], web["in"], web["kept"], web["out"]) == (2.0, 20, 20, 40)
     b = stats.sources["b"]
-    assert b["in"] == 40 and 8 < b["kept"] < 32 and b["out"] == b["kept"]
+    assert b["in"] == 41 and 8 < b["kept"] < 32 and b["out"] == b["kept"]
+    assert b["filtered"] == 41 - b["kept"]  # downsampled + the French document
     assert stats.filtered["downsampled"] == 40 - b["kept"] and stats.filtered["language"] == 1
     assert stats.pii_redacted == {"email": 20}
     out = rows(tmp_path / "out")

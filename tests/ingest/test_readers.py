@@ -91,3 +91,29 @@ def test_bad_utf8_replace_or_skip(tmp_path):
     assert texts(read(tmp_path / "u.jsonl")) == ["ok \ufffd\ufffd bytes", "fine"]
     items = read(tmp_path / "u.jsonl", on_bad_utf8="skip")
     assert items[0].kind == "bad_utf8" and items[0].line == 1 and texts(items) == ["fine"]
+
+
+def test_huge_line_is_streamed_not_held(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "huge.jsonl"
+    with open(path, "wb") as f:
+        f.write(b'{"text": "before"}\n{"text": "')
+        for _ in range(40):
+            f.write(b"x" * (1 << 20))  # one 40 MiB line
+        f.write(b'"}\n{"text": "after"}\n')
+    tracemalloc.start()
+    items = read(path, max_line=1 << 20, max_file=1 << 30)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert texts(items) == ["before", "after"] and items[1].kind == "line_too_long"
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB while reading a 40 MiB line"
+
+
+def test_whole_file_formats_over_the_limit_and_unknown_suffix(tmp_path):
+    (tmp_path / "big.txt").write_text("y" * 5000)
+    (tmp_path / "big.json").write_text(json.dumps([{"text": "z" * 5000}]))
+    (tmp_path / "data.csv").write_text("a,b\n")
+    assert read(tmp_path / "big.txt", max_line=1000)[0].kind == "too_large"
+    assert read(tmp_path / "big.json", max_line=1000)[0].kind == "too_large"
+    assert read(tmp_path / "data.csv")[0].kind == "unsupported_format"
