@@ -222,6 +222,9 @@ class IngestConfig:
     text_field: str = _f("text", "Field (jsonl/json) or column (parquet) holding the text.")
     id_field: str = _f("id", "Field holding a document id; missing ids are derived from file+line.")
     workers: int = _f(2, "Reader/filter processes (dedup and writing stay global and ordered).")
+    ray_address: str = _f(
+        "", "Run the per-file steps as Ray tasks: '' = local processes, 'local' | 'auto' | ray://…"
+    )
     on_bad_utf8: str = _f(
         "replace", "Non-UTF-8 bytes: replace (U+FFFD, counted) | skip (drop the line, counted)."
     )

@@ -61,6 +61,11 @@ def plan(inputs: list[str]) -> list[tuple[str, str]]:
 
 def _results(tasks, cfg: IngestConfig, tmp: Path) -> Iterator[tuple[str, dict]]:
     jobs = [(src, path, str(tmp / f"{i:08d}.pkl")) for i, (src, path) in enumerate(tasks)]
+    if cfg.ray_address:
+        from components.ingest.ray_ingest import ray_results
+
+        yield from ray_results(jobs, cfg)
+        return
     if cfg.workers == 1:
         steps.init(cfg)
         yield from map(steps.process_file, jobs)

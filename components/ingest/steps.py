@@ -33,6 +33,12 @@ def init(cfg: IngestConfig) -> None:
     )
 
 
+def ensure_init(cfg: IngestConfig) -> None:
+    """`init` unless this process is already set up for `cfg` (long-lived Ray workers)."""
+    if _state.get("cfg") != cfg:
+        init(cfg)
+
+
 def _doc_event(doc, counters: dict) -> tuple:
     cfg: IngestConfig = _state["cfg"]
     text, removed = normalize(doc.text)

@@ -1,0 +1,59 @@
+"""Ingest on a Ray cluster: the same per-file steps as Ray tasks, the same ordered global replay.
+
+    kiln ingest --input s3://corpus/web/ --output out --set ingest.ray_address=auto
+
+Each input file becomes one Ray task running `steps.process_file` (read → normalize → language →
+filters → PII → exact key + MinHash); its spill comes back through the object store and the
+driver replays the files in input order for global dedup, sampling, split and writing — so the
+output is byte-identical to a local run. At most `2 × cluster CPUs` tasks are in flight, which
+bounds the driver's memory to that many spills. Inputs must be readable from every node (s3://,
+hf://, or a shared filesystem). The dedup index stays on the driver; beyond one machine's memory
+the next step is a band-keyed shuffle (see docs/data.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from components.common.config import IngestConfig
+from components.ingest import steps
+
+
+def _process(cfg: IngestConfig, job: tuple[str, str, str]) -> tuple[bytes, dict]:
+    steps.ensure_init(cfg)
+    source, path, _ = job
+    local = Path(os.environ.get("TMPDIR", "/tmp")) / f"kiln-spill-{os.getpid()}.pkl"
+    try:
+        _, counters = steps.process_file((source, path, str(local)))
+        return local.read_bytes(), counters
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def ray_results(jobs: list[tuple[str, str, str]], cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    """(spill path, counters) per job, in job order, computed by Ray tasks."""
+    import ray
+
+    if not ray.is_initialized():
+        # "local" starts a fresh private cluster (never joins one found on the machine)
+        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_process)
+    cfg_ref = ray.put(cfg)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: deque = deque()
+    queue = iter(jobs)
+    for job in queue:
+        pending.append((job, remote.remote(cfg_ref, job)))
+        if len(pending) >= window:
+            break
+    while pending:
+        job, ref = pending.popleft()
+        data, counters = ray.get(ref)
+        Path(job[2]).write_bytes(data)
+        nxt = next(queue, None)
+        if nxt is not None:
+            pending.append((nxt, remote.remote(cfg_ref, nxt)))
+        yield job[2], counters
