@@ -1,0 +1,106 @@
+"""`kiln compile`: write the pretraining pipeline as KFP v2 YAML (for a KFP / OpenShift AI UI)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.pretrain import PipelineOptions
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """Compile-time options shared by `kiln compile` and `kiln submit`."""
+    defaults = PipelineOptions()
+    p.add_argument(
+        "--data-connection",
+        default=defaults.data_connection,
+        metavar="SECRET",
+        help="Secret holding the S3 data connection (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_S3_ENDPOINT, AWS_S3_BUCKET, AWS_DEFAULT_REGION), attached to every step as env vars "
+        f"by name; its values never enter the YAML (default: {defaults.data_connection})",
+    )
+    p.add_argument(
+        "--mlflow-secret",
+        default="",
+        metavar="SECRET",
+        help="Secret with MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD for an MLflow server "
+        "with auth (default: none)",
+    )
+    p.add_argument(
+        "--gpu-resource",
+        default=defaults.gpu_resource,
+        metavar="NAME",
+        help=f"accelerator resource the training step requests (default: {defaults.gpu_resource})",
+    )
+    p.add_argument(
+        "--gpu-toleration",
+        default=defaults.gpu_toleration,
+        metavar="KEY",
+        help="taint key the training step tolerates ('' = none; default: "
+        f"{defaults.gpu_toleration})",
+    )
+    p.add_argument(
+        "--training-cpu",
+        default=defaults.training_cpu,
+        help=f"CPU request of the training step (default: {defaults.training_cpu})",
+    )
+    p.add_argument(
+        "--training-memory",
+        default=defaults.training_memory,
+        help=f"memory request of the training step (default: {defaults.training_memory})",
+    )
+    p.add_argument(
+        "--env",
+        dest="extra_env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="plain (non-secret) env var for every step, e.g. KILN_S3_PART_SIZE_MB=128 (repeatable)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> PipelineOptions:
+    """PipelineOptions from the parsed `add_pipeline_options` flags."""
+    env = {}
+    for item in args.extra_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return PipelineOptions(
+        data_connection=args.data_connection,
+        mlflow_secret=args.mlflow_secret,
+        gpu_resource=args.gpu_resource,
+        gpu_toleration=args.gpu_toleration,
+        training_cpu=args.training_cpu,
+        training_memory=args.training_memory,
+        extra_env=env,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compile",
+        help="write the pretraining pipeline as KFP v2 YAML",
+        description="Compile the Kiln pretraining pipeline (prepare → ingest → tokenize → "
+        "pretrain → evaluate → publish) to KFP v2 YAML that a Kubeflow Pipelines or OpenShift AI "
+        "Data Science Pipelines UI can import. Images come from KILN_IMAGE_* (see "
+        "components/common/images.py); run parameters (corpus, preset, overrides, ...) are set "
+        "when the run is created.",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        default="pipeline.yaml",
+        metavar="FILE",
+        help="where to write the YAML (default: pipeline.yaml)",
+    )
+    add_pipeline_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.pretrain import compile_pipeline
+
+    path = compile_pipeline(args.output, options_from_args(args))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,129 @@
+"""`kiln submit`: create a pipeline run on a Kubeflow Pipelines / OpenShift AI DSP server."""
+
+from __future__ import annotations
+
+import argparse
+
+from components.common.config import PRESETS
+from pipelines.commands.compile import add_pipeline_options, options_from_args
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    """--host/--token/--namespace/--insecure, shared with `kiln runs`."""
+    p.add_argument(
+        "--host",
+        required=True,
+        metavar="URL",
+        help="KFP API URL; on OpenShift AI the Data Science Pipelines route, e.g. "
+        "https://ds-pipeline-dspa-PROJECT.apps.CLUSTER",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="bearer token (default: $KFP_TOKEN, else the current kube config context's token, "
+        "e.g. after `oc login`); prefer the env var: a flag shows up in `ps`",
+    )
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help="KFP namespace / profile for multi-user Kubeflow (default: the server's)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's TLS certificate (self-signed test clusters only)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="run the pretraining pipeline on a Kubeflow / OpenShift AI cluster",
+        description="Compile the pipeline and create a run on a KFP v2 API server (Kubeflow "
+        "Pipelines, or OpenShift AI Data Science Pipelines with a bearer token). Prints the run id "
+        "and a link to it. S3 credentials come from the data-connection Secret on the cluster.",
+    )
+    add_connection_args(p)
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="URI",
+        help="corpus the cluster can read: s3://bucket/prefix or hf://org/name (comma-separated)",
+    )
+    p.add_argument(
+        "--experiment", default="kiln", help="experiment to file the run under (default: kiln)"
+    )
+    p.add_argument("--run-name", default="", help="run name (default: kiln-pretrain-<time>)")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="tiny", help="named config (default: tiny)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override passed to the run, e.g. --set train.max_steps=2000 (repeatable)",
+    )
+    p.add_argument("--model-name", default="kiln-llama", help="registered model name")
+    p.add_argument(
+        "--s3-bucket",
+        default="",
+        help="bucket for artifacts (default: the data connection's AWS_S3_BUCKET)",
+    )
+    p.add_argument(
+        "--mlflow-uri",
+        default="",
+        metavar="URI",
+        help="MLflow tracking URI as seen from the cluster, e.g. http://kiln-mlflow:5000",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="",
+        metavar="URL",
+        help="Ray cluster for training: http://HEAD:8265 submits a Ray job ('' = in the step's pod)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="Ray Train workers (0 = plain process)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=0,
+        help="GPUs per worker; also the training step's GPU request (0 = CPU)",
+    )
+    p.add_argument(
+        "--baseline", default="", help="model to compare with, e.g. models:/kiln-llama@champion"
+    )
+    p.add_argument(
+        "--upload-as",
+        default="",
+        metavar="NAME",
+        help="also upload the pipeline under NAME (a new version when it exists) and run that",
+    )
+    add_pipeline_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.remote import SubmitRequest, connect, submit
+
+    client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
+    req = SubmitRequest(
+        corpus_uri=args.data,
+        preset=args.preset,
+        overrides=args.overrides,
+        model_name=args.model_name,
+        s3_bucket=args.s3_bucket,
+        mlflow_uri=args.mlflow_uri,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        baseline_model=args.baseline,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        upload_as=args.upload_as,
+        options=options_from_args(args),
+    )
+    done = submit(client, req)
+    print(f"run id: {done.run_id}\nlink:   {done.link}")
+    return 0

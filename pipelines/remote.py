@@ -1,0 +1,186 @@
+"""Talk to a Kubeflow Pipelines / OpenShift AI Data Science Pipelines API server (KFP v2 REST).
+
+    client = connect("https://ds-pipeline-dspa-myproject.apps.example.com", token=None)
+    run = submit(client, SubmitRequest(corpus_uri="s3://corpus/raw/", preset="small"))
+    print(run.run_id, run.link)
+
+Authentication: a bearer token (`--token`, else $KFP_TOKEN, else the token of the current
+kube config context, i.e. what `oc login` stored), sent as `Authorization: Bearer …`. On
+OpenShift AI the host is the DSP API route (`oc get route ds-pipeline-dspa -o jsonpath=…`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.pretrain import PIPELINE_NAME, PipelineOptions, compile_pipeline
+
+TOKEN_ENV = "KFP_TOKEN"
+
+
+def kubeconfig_token(context: str | None = None) -> str:
+    """The bearer token of a kube config context ('' when there is none, e.g. cert auth)."""
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        return ""
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(context=context, client_configuration=cfg)
+    except Exception:  # no kube config, or no such context: not an error, just no token
+        return ""
+    auth = cfg.api_key.get("authorization", "") or ""
+    return auth.removeprefix("Bearer ").strip()
+
+
+def connect(
+    host: str, token: str | None = None, namespace: str | None = None, verify_ssl: bool = True
+) -> Any:
+    """A `kfp.Client` for `host`, authenticated with a bearer token (see module docstring).
+
+    Raises:
+        ValueError: `host` is empty.
+    """
+    import kfp
+
+    if not host:
+        raise ValueError("--host is required: the KFP / Data Science Pipelines API URL")
+    token = token or os.environ.get(TOKEN_ENV) or kubeconfig_token() or None
+    _check_auth(host, token, verify_ssl)
+    kwargs: dict[str, Any] = {"host": host, "existing_token": token, "verify_ssl": verify_ssl}
+    if namespace:
+        kwargs["namespace"] = namespace
+    return kfp.Client(**kwargs)
+
+
+def _check_auth(host: str, token: str | None, verify_ssl: bool) -> None:
+    """Fail fast with a clear message when the server refuses the token (kfp.Client would
+    retry its health check for half a minute and then report a timeout)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    context = None if verify_ssl else ssl._create_unverified_context()
+    try:
+        urllib.request.urlopen(req, timeout=30, context=context).close()
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            how = "the token was refused" if token else "no token was given (--token or $KFP_TOKEN)"
+            raise ValueError(
+                f"{host}: HTTP {e.code}, {how}; `oc whoami -t` prints a valid one"
+            ) from None
+    except urllib.error.URLError:
+        pass  # unreachable: let kfp.Client report it the usual way
+
+
+@dataclass
+class SubmitRequest:
+    """One run to create: pipeline parameters, where to file it, how to compile it."""
+
+    corpus_uri: str
+    preset: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+    model_name: str = "kiln-llama"
+    s3_bucket: str = ""
+    mlflow_uri: str = ""
+    ray_address: str = ""
+    workers: int = 0
+    gpus_per_worker: int = 0
+    baseline_model: str = ""
+    experiment: str = "kiln"
+    run_name: str = ""
+    upload_as: str = ""  # also upload the pipeline under this name (a new version if it exists)
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+
+    def arguments(self) -> dict[str, Any]:
+        """The pipeline's run parameters."""
+        return {
+            "corpus_uri": self.corpus_uri,
+            "preset": self.preset,
+            "overrides": json.dumps(self.overrides),
+            "model_name": self.model_name,
+            "s3_bucket": self.s3_bucket,
+            "mlflow_uri": self.mlflow_uri,
+            "ray_address": self.ray_address,
+            "workers": self.workers,
+            "gpus_per_worker": self.gpus_per_worker,
+            "baseline_model": self.baseline_model,
+        }
+
+
+@dataclass
+class Submitted:
+    run_id: str
+    link: str
+    experiment_id: str
+    pipeline_id: str = ""
+
+
+def run_link(client: Any, run_id: str) -> str:
+    """The UI link of a run (KFP UI host when known, else the API host)."""
+    base = getattr(client, "_uihost", "") or client._run_api.api_client.configuration.host
+    return f"{base.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def submit(client: Any, req: SubmitRequest) -> Submitted:
+    """Compile the pipeline, (optionally) upload it, and create a run; returns its id and link."""
+    if not req.corpus_uri:
+        raise ValueError("--data is required on a cluster: an s3://bucket/prefix or hf:// corpus")
+    run_name = req.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = client.create_experiment(name=req.experiment)  # returns it when it exists
+    with tempfile.TemporaryDirectory(prefix="kiln-submit-") as tmp:
+        package = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), req.options)
+        pipeline_id = version_id = None
+        if req.upload_as:
+            pipeline_id = client.get_pipeline_id(req.upload_as)
+            if pipeline_id is None:
+                pipeline = client.upload_pipeline(package, pipeline_name=req.upload_as)
+                pipeline_id = pipeline.pipeline_id
+                versions = client.list_pipeline_versions(pipeline_id).pipeline_versions or []
+                version_id = versions[0].pipeline_version_id if versions else None
+            else:
+                version = client.upload_pipeline_version(
+                    package, pipeline_version_name=run_name, pipeline_id=pipeline_id
+                )
+                version_id = version.pipeline_version_id
+        run = client.run_pipeline(
+            experiment_id=experiment.experiment_id,
+            job_name=run_name,
+            pipeline_package_path=None if pipeline_id else package,
+            params=req.arguments(),
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+        )
+    return Submitted(
+        run.run_id, run_link(client, run.run_id), experiment.experiment_id, pipeline_id or ""
+    )
+
+
+def list_runs(client: Any, experiment: str = "", limit: int = 20) -> list[dict[str, Any]]:
+    """The newest runs (optionally of one experiment) as plain dicts."""
+    experiment_id = None
+    if experiment:
+        experiment_id = client.get_experiment(experiment_name=experiment).experiment_id
+    resp = client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id)
+    return [run_summary(r) for r in (resp.runs or [])]
+
+
+def run_summary(run: Any) -> dict[str, Any]:
+    """The fields of a v2beta1 run worth printing."""
+    error = getattr(run, "error", None)
+    return {
+        "run_id": run.run_id,
+        "name": run.display_name,
+        "state": run.state or "",
+        "created": str(run.created_at or ""),
+        "finished": str(run.finished_at or ""),
+        "error": getattr(error, "message", "") if error else "",
+    }
