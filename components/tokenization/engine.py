@@ -101,14 +101,19 @@ class Encoder:
                 "(needs byte-level BPE, no normalizer, a supported pre-tokenizer)"
             )
         self.engine = "tiktoken" if self.fast is not None else "hf"
+        # encode_ordinary skips the special-token scan, safe for a text that cannot contain one:
+        # with Kiln's specials (all "<|…|>"), any text without "<|".
+        specials = self.fast.special_tokens_set if self.fast is not None else set()
+        self._marker = "<|" if specials and all(t.startswith("<|") for t in specials) else ""
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text; special-token literals map to their ids, as in `tokenizers`."""
         if self.fast is not None:
-            fast = self.fast
-            # encode_ordinary skips the special-token scan; only texts with "<|" need it.
+            fast, marker = self.fast, self._marker
+            if not marker:
+                return [fast.encode(t, allowed_special="all") for t in texts]
             return [
-                fast.encode(t, allowed_special="all") if "<|" in t else fast.encode_ordinary(t)
+                fast.encode(t, allowed_special="all") if marker in t else fast.encode_ordinary(t)
                 for t in texts
             ]
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]

@@ -101,3 +101,32 @@ def test_load_tokenizer_errors(tmp_path, tok):
         load_tokenizer(tmp_path / "bad.json")
     tok.save(str(tmp_path / "ok.json"))
     assert load_tokenizer(tmp_path / "ok.json").get_vocab_size() == 400
+
+
+def test_added_tokens_other_than_kiln_specials_match_tokenizers():
+    tok = train_bpe(CORPUS, vocab_size=400, chat_tokens=1, min_frequency=1)
+    tok.add_special_tokens(["</s>", "[INST]"])
+    enc = Encoder(tok, "tiktoken")
+    texts = ["a </s> b [INST] c <|endoftext|> d", "no specials here", "[INST]"]
+    assert enc.encode_batch(texts) == enc.reference(texts)
+    assert tok.token_to_id("[INST]") in enc.encode_batch(texts)[2]
+
+
+def test_gpt2_style_tokenizer_json_runs_on_tiktoken_with_same_ids():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=350,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    enc = Encoder(tok, "auto")
+    assert enc.engine == "tiktoken"
+    rng = random.Random(1)
+    texts = [random_unicode(rng, 300) for _ in range(100)] + CORPUS[:4]
+    assert enc.encode_batch(texts) == enc.reference(texts)
