@@ -32,7 +32,9 @@ def kubeconfig_token(context: str | None = None) -> str:
         return ""
     cfg = client.Configuration()
     try:
-        config.load_kube_config(context=context, client_configuration=cfg)
+        # KUBECONFIG read now: the kubernetes package fixes its default path at import time
+        path = os.environ.get("KUBECONFIG") or None
+        config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
     except Exception:  # no kube config, or no such context: not an error, just no token
         return ""
     auth = cfg.api_key.get("authorization", "") or ""
