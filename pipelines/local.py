@@ -10,7 +10,8 @@ The SAME pipeline that `kiln compile` writes runs here, each step in a subproces
 - S3: the real endpoint when AWS_S3_ENDPOINT is set (with AWS_S3_BUCKET), else the storage
   layer's local stand-in (KILN_S3_LOCAL_ROOT=WORKDIR/s3, bucket `kiln`): same URIs, same sha256
   records;
-- Ray: started locally inside the pretrain step when `workers` > 0;
+- Ray: a fresh local Ray started inside the pretrain step when `workers` > 0 (RAY_ADDRESS=local
+  unless RAY_ADDRESS is set);
 - step outputs (KFP artifacts) under WORKDIR/kfp/kiln-pretrain-<time>/<step>/.
 """
 
@@ -19,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +91,12 @@ def local_env(workdir: Path, mlflow_uri: str = "") -> dict[str, str]:
         or default_tracking_uri(workdir),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A Ray of its own ("local"), not whatever cluster /tmp/ray points at; an explicit
+        # RAY_ADDRESS (the user's cluster) wins. Local workers talk over loopback.
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS") or "local",
     }
+    if sys.platform == "linux":
+        env["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME") or "lo"
     if not os.environ.get("AWS_S3_ENDPOINT"):
         env["KILN_S3_LOCAL_ROOT"] = str(workdir / "s3")
         env["AWS_S3_BUCKET"] = os.environ.get("AWS_S3_BUCKET") or LOCAL_BUCKET
@@ -135,17 +143,22 @@ def run_local(run: LocalRun) -> LocalResult:
         )
         pipeline = build_pipeline()
         try:
-            pipeline(
-                corpus_uri=corpus,
-                preset=run.preset,
-                overrides=json.dumps(overrides),
-                model_name=run.model_name,
-                mlflow_uri=env["MLFLOW_TRACKING_URI"],
-                workers=run.workers,
-                gpus_per_worker=0,
-                baseline_model=run.baseline_model,
-                run_id=run_id,
-            )
+            with warnings.catch_warnings():
+                # The local runner runs the steps with this Python, not in their images, and
+                # ignores cluster resources: both warnings are expected here.
+                warnings.filterwarnings("ignore", message=".*base image", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+                pipeline(
+                    corpus_uri=corpus,
+                    preset=run.preset,
+                    overrides=json.dumps(overrides),
+                    model_name=run.model_name,
+                    mlflow_uri=env["MLFLOW_TRACKING_URI"],
+                    workers=run.workers,
+                    gpus_per_worker=0,
+                    baseline_model=run.baseline_model,
+                    run_id=run_id,
+                )
         except BaseException:
             end_pipeline_run(cfg, run_id, "FAILED", workdir)
             raise

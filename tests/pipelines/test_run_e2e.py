@@ -1,0 +1,190 @@
+"""End to end: `kiln run` (the KFP pipeline on the local runner) against a real MLflow server and a
+real S3-compatible server (moto), then `kiln models` / `kiln artifacts` read the results back.
+
+One pipeline run is shared by the tests of this module (it is the slow part: ~1 min on 2 cores).
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import secrets
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from components.common.registry import CANDIDATE, CHAMPION, ModelRegistry
+from components.common.storage import split_s3
+from pipelines.cli import main
+from pipelines.corpus import help_topics
+
+MODEL = "kiln-e2e"
+STEPS = 12
+
+
+class Canary:
+    """A secret value put in AWS_SECRET_ACCESS_KEY that must never show up anywhere."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def assert_absent(self, text: str, where: str) -> None:
+        assert self.value not in text, f"secret canary leaked into {where}"
+
+    def assert_absent_from_mlflow_run(self, client, run_id: str) -> None:
+        data = client.get_run(run_id).data
+        for kind, mapping in (("params", data.params), ("tags", data.tags)):
+            self.assert_absent(repr(sorted(mapping.items())), f"MLflow {kind} of run {run_id}")
+
+
+def _point_env(mp, endpoint: str, bucket: str, mlflow_uri: str, secret: str) -> None:
+    """AWS_* at moto (moto accepts any secret: the canary is one), MLflow at the server."""
+    for key, value in {
+        "AWS_S3_ENDPOINT": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_S3_BUCKET": bucket,
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+    }.items():
+        mp.setenv(key, value)
+    for key in ("KILN_S3_LOCAL_ROOT", "AWS_PROFILE", "AWS_SESSION_TOKEN", "MLFLOW_RUN_ID"):
+        mp.delenv(key, raising=False)
+
+
+def _corpus(path: Path, n_docs: int = 400) -> Path:
+    """A small real-text corpus: the first chunks of Python's help topics."""
+    rows = [{"id": i, "text": t} for (i, t), _ in zip(help_topics(), range(n_docs), strict=False)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, mlflow_server, moto_endpoint):
+    """Run the pipeline once; yields (result JSON, captured output, env, workdir)."""
+    mp = pytest.MonkeyPatch()
+    canary = Canary(f"canary-{secrets.token_hex(12)}")
+    bucket = f"kiln-e2e-{uuid.uuid4().hex[:12]}"
+    _point_env(mp, moto_endpoint, bucket, mlflow_server, secret=canary.value)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    work = tmp_path_factory.mktemp("run")
+    corpus = _corpus(work / "corpus.jsonl")
+    argv = [
+        "run", "--workdir", str(work / "w"), "--data", str(corpus), "--workers", "0",
+        "--model-name", MODEL, "--json",
+        "--set", f"train.max_steps={STEPS}", "--set", "train.log_every=2",
+        "--set", "train.eval_every=0", "--set", "ingest.val_fraction=0.1",
+        "--set", "ingest.workers=1", "--set", "tokenizer.workers=1",
+        "--set", "tokenizer.vocab_size=1024", "--set", "eval.max_tokens=4096",
+    ]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    text = out.getvalue()
+    assert code == 0, err.getvalue()[-3000:] + text[-3000:]
+    result = json.loads(text[text.rindex("\n{") + 1 :] if "\n{" in text else text)
+    try:
+        yield {"result": result, "log": text + err.getvalue(), "s3": s3, "canary": canary}
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def env(e2e, mlflow_server, moto_endpoint, monkeypatch):
+    """The same environment the run had, for the read-back tests."""
+    bucket = split_s3(e2e["result"]["published"]["model_uri"])[0]
+    _point_env(monkeypatch, moto_endpoint, bucket, mlflow_server, secret=e2e["canary"].value)
+    return e2e
+
+
+def test_registered_version_with_metrics_lineage_and_aliases(env):
+    pub = env["result"]["published"]
+    reg = ModelRegistry(env["result"]["mlflow_uri"])
+    champion = reg.version_by_alias(MODEL, CHAMPION)
+    candidate = reg.version_by_alias(MODEL, CANDIDATE)
+    assert champion is not None and candidate is not None
+    assert champion.version == candidate.version == pub["registered"]["version"]
+    assert champion.source == pub["model_uri"] and pub["model_uri"].startswith("s3://")
+    tags = champion.tags
+    assert float(tags["metric.val_loss"]) == pytest.approx(env["result"]["eval"]["val_loss"])
+    for key in ("dataset_digest", "training_run_id", "pipeline_run_id", "val_set_digest"):
+        assert tags.get(key), f"version tag {key} missing: {sorted(tags)}"
+    assert tags["training_run_id"] == env["result"]["run_id"]
+
+
+def test_mlflow_run_has_config_stepwise_metrics_and_no_secret(env):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["result"]["mlflow_uri"])
+    run = client.get_run(env["result"]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_steps"] == str(STEPS)
+    assert run.data.params["model.dim"] == "64"  # the tiny preset, resolved once by `prepare`
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(history) >= STEPS // 2 and len({m.step for m in history}) == len(history)
+    assert any(k.startswith("eval.") or k == "val_loss" for k in run.data.metrics)
+    assert run.data.tags.get("dataset_digest") and run.data.tags.get("tokenizer_digest")
+    env["canary"].assert_absent_from_mlflow_run(client, run.info.run_id)
+    env["canary"].assert_absent(env["log"], "kiln run output (all step logs)")
+
+
+def test_s3_objects_match_their_sha256(env):
+    s3, pub = env["s3"], env["result"]["published"]
+    bucket, prefix = split_s3(pub["model_uri"])
+    model_dir = Path(env["result"]["model_dir"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]]
+    names = {k.rsplit("/", 1)[-1] for k in keys}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "_KILN_MANIFEST.json"} <= names
+    for key in keys:
+        if key.endswith("_KILN_MANIFEST.json"):
+            continue
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        digest = hashlib.sha256(obj["Body"].read()).hexdigest()
+        assert obj["Metadata"]["sha256"] == digest, key
+        local = model_dir / key[len(prefix) + 1 :]
+        assert hashlib.sha256(local.read_bytes()).hexdigest() == digest, key
+
+
+def test_models_and_artifacts_cli_read_it_back(env, tmp_path, capsys):
+    assert main(["models", "show", MODEL, "--alias", "champion", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert json.dumps(env["result"]["published"]["model_uri"]) in json.dumps(shown)
+    dest = tmp_path / "fetched"
+    assert main(["artifacts", "get", f"models:/{MODEL}@champion", str(dest)]) == 0
+    local = Path(env["result"]["model_dir"])
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (dest / name).read_bytes() == (local / name).read_bytes(), name
+
+
+def test_publish_again_is_idempotent(env):
+    from components.publish.step import publish_step
+
+    run_dir = Path(env["result"]["run_dir"])
+    config_json = json.loads((run_dir / "pretrain" / "trained" / "config.json").read_text())
+    again = publish_step(
+        str(run_dir / "pretrain" / "trained" / "model"),
+        str(run_dir / "evaluate" / "report"),
+        str(run_dir / "publish-again"),
+        json.dumps(config_json),
+        env["result"]["run_id"],
+        tokens_dir=str(run_dir / "tokenize" / "tokens"),
+        train_dir=str(run_dir / "pretrain" / "trained"),
+        end_run=False,
+    )
+    first = env["result"]["published"]
+    assert again["registered"]["version"] == first["registered"]["version"]
+    assert again["registered"]["created"] is False
+    assert again["model_uri"] == first["model_uri"]
+    versions = ModelRegistry(env["result"]["mlflow_uri"]).client.search_model_versions(
+        f"name='{MODEL}'"
+    )
+    assert len(versions) == 1
