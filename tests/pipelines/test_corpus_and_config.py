@@ -1,0 +1,90 @@
+"""The built-in corpus and the run config that the pipeline's `prepare` step resolves."""
+
+import json
+
+import pytest
+
+from components.common.pipeline_run import parse_overrides, prepare_run, resolve_config, step_config
+from pipelines.corpus import CORPUS_NAME, help_topics, write_builtin_corpus
+
+
+def test_builtin_corpus_is_real_deterministic_text(tmp_path):
+    path = write_builtin_corpus(tmp_path, max_bytes=600_000)
+    assert path.name == CORPUS_NAME
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) and len(rows) > 100
+    sources = {r["source"] for r in rows}
+    assert sources == {"python-help", "python-stdlib"}
+    text = " ".join(r["text"] for r in rows)
+    assert len(text) > 400_000  # all help topics plus some docstrings
+    assert " the " in text and "def " in text  # English prose about Python
+    mtime = path.stat().st_mtime_ns
+    assert write_builtin_corpus(tmp_path, max_bytes=600_000) == path
+    assert path.stat().st_mtime_ns == mtime  # same content: not rewritten
+
+
+def test_help_topics_are_chunked():
+    chunks = list(help_topics())
+    assert len(chunks) > 200
+    assert max(len(t) for _, t in chunks) < 60_000
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", []),
+        ('["train.max_steps=5", "model.dim=32"]', ["train.max_steps=5", "model.dim=32"]),
+        ("train.max_steps=5\nmodel.dim=32", ["train.max_steps=5", "model.dim=32"]),
+        ("train.max_steps=5; model.dim=32", ["train.max_steps=5", "model.dim=32"]),
+    ],
+)
+def test_parse_overrides(text, expected):
+    assert parse_overrides(text) == expected
+
+
+def test_parse_overrides_rejects_a_non_list():
+    with pytest.raises(ValueError, match="JSON list"):
+        parse_overrides('[{"a": 1}]')
+
+
+def test_pipeline_parameters_win_over_preset_and_overrides():
+    cfg = resolve_config(
+        "tiny",
+        '["train.max_steps=7", "dist.workers=3"]',
+        model_name="m1",
+        s3_bucket="s3://bucket-a/",
+        mlflow_uri="http://mlflow:5000",
+        workers=2,
+        gpus_per_worker=1,
+        ray_address="http://head:8265",
+    )
+    assert cfg.train.max_steps == 7
+    assert cfg.dist.workers == 2 and cfg.dist.use_gpu and cfg.dist.ray_address == "http://head:8265"
+    assert cfg.storage.root == "s3://bucket-a/kiln"
+    assert cfg.tracking.uri == "http://mlflow:5000"
+    assert cfg.publish.model_name == cfg.tracking.model_name == "m1"
+    keep = resolve_config("tiny", '["dist.workers=3"]', workers=-1, gpus_per_worker=-1)
+    assert keep.dist.workers == 3 and not keep.dist.use_gpu
+    with pytest.raises(ValueError, match="unknown config key"):
+        resolve_config("tiny", '["train.nope=1"]')
+
+
+def test_prepare_run_opens_one_run_with_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    config_json, run_id = prepare_run("tiny", "train.max_steps=9", pipeline_run_id="kfp-123")
+    assert run_id and step_config(config_json).train.max_steps == 9
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["train.max_steps"] == "9"
+    assert run.data.tags["pipeline_run_id"] == "kfp-123"
+    again_json, again = prepare_run("tiny", "train.max_steps=9", run_id=run_id)
+    assert again == run_id and again_json == config_json  # a given run is joined, not duplicated
+
+
+def test_step_config_names_the_problem():
+    with pytest.raises(ValueError, match="config_json: not valid JSON"):
+        step_config("{nope")
