@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -78,6 +79,24 @@ def train_loop_per_worker(config: dict) -> None:
         rank=ctx.get_world_rank(),
         world_size=ctx.get_world_size(),
         device=ray.train.torch.get_device(),
+    )
+    # Where each worker landed (node, pid, device): for debugging placement and for the tests.
+    placement = Path(config["output_dir"]) / "workers"
+    placement.mkdir(parents=True, exist_ok=True)
+    where = {
+        "rank": runtime.rank,
+        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ctx.get_node_id() if hasattr(ctx, "get_node_id") else "",
+        "pid": os.getpid(),
+        "device": str(runtime.device),
+    }
+    (placement / f"rank_{runtime.rank}.json").write_text(json.dumps(where))
+    log.info(
+        "worker rank %d on node %s (pid %d, %s)",
+        runtime.rank,
+        where["node_ip"],
+        where["pid"],
+        where["device"],
     )
     Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime).fit()
 
@@ -227,7 +246,7 @@ def submit_job(
         "--config-json",
         cfg.to_json(),
     ]
-    args += ["--workers", str(max(1, cfg.dist.workers))] + (["--resume"] if resume else [])
+    args += ["--workers", str(cfg.dist.workers)] + (["--resume"] if resume else [])
     forwarded = {
         k: v
         for k, v in os.environ.items()

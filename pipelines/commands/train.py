@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         from components.pretrain.ray_launch import submit_job
 
         address, cfg.dist.ray_address = cfg.dist.ray_address, ""
+        if args.workers is None and cfg.dist.workers == 0:
+            cfg.dist.workers = 1  # on a cluster, train on a Ray Train worker, not in the job driver
         job_id = submit_job(cfg, str(tokens), str(output), address, resume=args.resume)
         print(f"Ray job {job_id} succeeded; outputs in {output}")
         return 0

@@ -1,0 +1,107 @@
+"""Benchmark 2: learning efficiency at equal wall-clock, Kiln vs nanoGPT, in bits per byte.
+
+nanoGPT runs its README CPU config (char-level Shakespeare, 2000 iterations); its wall-clock W
+becomes Kiln's budget. Kiln trains its own tokenizer on the same first 90% of
+tinyshakespeare.txt, measures its step time in a short calibration run, then trains for as many
+steps as fit in W (process wall-clock, start-up included) and is scored with `kiln evaluate` on
+the whole held-out last 10%. Bits per byte makes a char-level and a BPE model comparable:
+nanoGPT's val loss in nats/char ÷ ln 2 (the text is ASCII: one byte per char).
+
+    python benchmarks/bench_learning_efficiency.py --nanogpt /path/to/nanoGPT
+
+Goal: Kiln's val bits/byte ≤ nanoGPT's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kiln_runs  # noqa: E402
+import nanogpt_peer  # noqa: E402
+
+# Kiln's recipe for this budget: a wider, shallower model on ~3.5 bytes/token BPE.
+RECIPE = [
+    "model.dim=192", "model.n_layers=4", "model.n_heads=6", "model.n_kv_heads=2", "model.max_seq_len=128",
+    "data.seq_len=128", "train.micro_batch_size=16", "train.log_every=50", "train.ckpt_every=100000",
+    "train.eval_batches=10", "train.sample_prompts=[]", "optim.lr=3e-3", "optim.warmup_steps=50",
+    "optim.min_lr_ratio=0.05", "optim.weight_decay=0.1",
+]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--nanogpt", help="nanoGPT checkout (default: $NANOGPT_DIR)")
+    ap.add_argument(
+        "--text", help="tinyshakespeare.txt (default: ../shared/data/tinyshakespeare.txt)"
+    )
+    ap.add_argument("--vocab-size", type=int, default=1024, help="Kiln BPE vocabulary size")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra Kiln overrides")
+    ap.add_argument("--budget-s", type=float, help="skip nanoGPT and use this wall-clock budget")
+    args = ap.parse_args()
+    text = nanogpt_peer.text_file(args.text)
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+
+    if args.budget_s:
+        budget, peer_bpb = args.budget_s, None
+    else:
+        nanogpt = nanogpt_peer.locate(args.nanogpt)
+        nanogpt_peer.prepare(nanogpt, text)
+        peer = nanogpt_peer.run(
+            nanogpt, ["--max_iters=2000", "--lr_decay_iters=2000"], work / "peer"
+        )
+        step, loss = peer.val_losses[-1]
+        budget, peer_bpb = peer.wall_s, loss / math.log(2)
+        print(
+            f"nanoGPT: {step} iters in {budget:.0f} s, val loss {loss:.4f} nats/char = {peer_bpb:.4f} bits/byte",
+            flush=True,
+        )
+
+    from components.common.config import EvalConfig, TokenizerConfig
+    from components.evaluate import evaluate
+    from components.tokenization.pipeline import run_tokenize
+
+    dataset = kiln_runs.split_dataset(text, work / "dataset")
+    run_tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))
+    recipe = RECIPE + args.sets
+    calib = kiln_runs.train(
+        work / "tokens", work / "calib", [*recipe, "train.max_steps=60", "train.eval_every=1000"]
+    )
+    tokens_per_step = 16 * 128
+    overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
+    steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
+    print(
+        f"kiln: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
+        flush=True,
+    )
+    run = kiln_runs.train(
+        work / "tokens",
+        work / "run",
+        [*recipe, f"train.max_steps={steps}", f"train.eval_every={steps}"],
+    )
+    report = evaluate(
+        str(run.output / "model"),
+        str(work / "tokens"),
+        str(work / "eval"),
+        EvalConfig(max_tokens=0),
+    )
+    print(
+        f"kiln: {steps} steps in {run.wall_s:.0f} s, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes"
+    )
+    if peer_bpb is not None:
+        print(
+            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {report['bits_per_byte']:.4f} | ratio kiln/nanoGPT {report['bits_per_byte'] / peer_bpb:.3f} (goal <= 1.0)"
+        )
+        print(f"wall-clock nanoGPT {budget:.0f} s | kiln {run.wall_s:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Ray Train: 2 workers resume bit-exactly, survive a killed worker, span 2 nodes, and run as a job.
+
+Each test talks to a real local Ray cluster bound to 127.0.0.1 (and 127.0.0.2 for the 2-node case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+from components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
+from components.pretrain.train import read_train_log  # noqa: E402
+
+pytestmark = pytest.mark.ray
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def two_worker_cfg(cfg):
+    cfg.dist.workers, cfg.dist.max_failures = 2, 1
+    cfg.train.max_steps, cfg.train.ckpt_every, cfg.train.keep_checkpoints = 60, 10, 10
+    cfg.train.eval_every = 30
+    return cfg
+
+
+def final_weights(result, out: Path):
+    final = copy_final_checkpoint(result, out)
+    return load_file(final / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def straight(local_ray, tokens_dir, tmp_path_factory):
+    """An uninterrupted 2-worker run: the reference for resume and failure recovery."""
+
+    out = tmp_path_factory.mktemp("straight")
+    cfg = two_worker_cfg(_tiny())
+    result = launch(cfg, tokens_dir, out)
+    return read_train_log(out), final_weights(result, out)
+
+
+def _tiny():
+    from components.common.config import load_config
+
+    return load_config(
+        "tiny",
+        overrides=[
+            "model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
+            "data.seq_len=32", "train.micro_batch_size=4", "train.eval_batches=2",
+            "train.sample_tokens=8", "optim.warmup_steps=5", "train.log_every=10",
+        ],
+    )  # fmt: skip
+
+
+def test_two_workers_resume_bit_identical(straight, tokens_dir, tmp_path):
+    losses, weights = straight
+    assert sorted(losses) == list(range(1, 61))
+    cfg = two_worker_cfg(_tiny())
+    cfg.train.stop_after_steps = 30
+    launch(cfg, tokens_dir, tmp_path)
+    with pytest.raises(ValueError, match="pass --resume"):
+        launch(cfg, tokens_dir, tmp_path)
+    cfg.train.stop_after_steps = 0
+    result = launch(cfg, tokens_dir, tmp_path, resume=True)
+    assert read_train_log(tmp_path) == losses
+    resumed = final_weights(result, tmp_path)
+    assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+
+
+def _train_workers() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "RayTrainWorker" in cmd or "RayTrainWorker" in (p.name() or ""):
+            found.append(p)
+    return found
+
+
+def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, tokens_dir, tmp_path):
+    losses, weights = straight
+    cfg = two_worker_cfg(_tiny())
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(result=launch(cfg, tokens_dir, tmp_path))
+    )
+    thread.start()
+    killed = None
+    deadline = time.time() + 240
+    while time.time() < deadline and thread.is_alive() and killed is None:
+        if (tmp_path / "ray/train/step_10").exists():
+            workers = _train_workers()
+            if workers:
+                killed = workers[-1]
+                killed.kill()
+        time.sleep(0.02)
+    thread.join(timeout=300)
+    assert killed is not None, "no training worker was found to kill"
+    assert "result" in outcome, "training did not finish after the worker was killed"
+    log = [
+        json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert len(log) > len(set(log)), (
+        "the run should have repeated steps after restarting from a checkpoint"
+    )
+    assert read_train_log(tmp_path) == losses
+    recovered = final_weights(outcome["result"], tmp_path)
+    assert all(torch.equal(recovered[k], weights[k]) for k in weights)
+
+
+@pytest.fixture
+def two_node_cluster():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # The head goes on 127.0.0.3, not 127.0.0.1: Ray rewrites a 127.0.0.1/localhost bootstrap address
+    # to the host's external IP when a driver connects, which a loopback-bound head never listens on.
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.3", "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2")
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_workers_land_on_different_nodes(two_node_cluster, tokens_dir, tmp_path):
+    cfg = _tiny()
+    cfg.dist.workers = 2
+    cfg.train.max_steps = 4
+    result = launch(cfg, tokens_dir, tmp_path)
+    assert result.checkpoint
+    placed = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
+    assert {p["node_ip"] for p in placed} == {"127.0.0.3", "127.0.0.2"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """`ray start --head` on 127.0.0.1 with the dashboard (Jobs API); always stopped."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_bin = shutil.which("ray", path=str(Path(os.sys.executable).parent))
+    port, dash = _free_port(), _free_port()
+    # As in the cluster image, `kiln` is on the head's PATH (the job entrypoint is `kiln train ...`).
+    path = f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PATH": path}
+    cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_dir, tmp_path):
+    import io
+
+    cfg = _tiny()
+    cfg.dist.workers, cfg.train.max_steps = 0, 6  # the job's own process trains: fast to start
+    logs = io.StringIO()
+    job_id = submit_job(
+        cfg, str(tokens_dir), str(tmp_path / "run"), ray_head, resume=False, stream=logs
+    )
+    assert job_id
+    assert "step 6/6" in logs.getvalue()
+    assert (tmp_path / "run/model/model.safetensors").exists()
+    with pytest.raises(RuntimeError, match="FAILED"):
+        submit_job(
+            cfg, str(tmp_path / "missing"), str(tmp_path / "bad"), ray_head, stream=io.StringIO()
+        )
