@@ -73,7 +73,8 @@ def stdlib_docstrings(limit_files: int | None = None) -> Iterator[tuple[str, str
         for node in nodes:
             doc = ast.get_docstring(node)
             if doc and len(doc) >= _MIN_DOCSTRING_CHARS:
-                yield f"stdlib/{rel}:{getattr(node, 'name', '')}", doc
+                where = f"{getattr(node, 'lineno', 0)}:{getattr(node, 'name', '')}"
+                yield f"stdlib/{rel}:{where}", doc
 
 
 def write_builtin_corpus(directory: str | Path, max_bytes: int = 4 << 20) -> Path:
