@@ -5,7 +5,7 @@
 
 `log_metric(name, value)` receives every numeric metric (the KFP component passes its `Metrics`
 artifact's `log_metric`, so they show in the pipeline UI); the same metrics go to the MLflow run
-with an `eval.` prefix, and eval.json is attached to it.
+with an `eval/` prefix, and eval.json is attached to it.
 """
 
 from __future__ import annotations
@@ -57,6 +57,6 @@ def evaluate_step(
         if log_metric is not None:
             log_metric(name, value)
     tracker = step_tracker(cfg, run_id)
-    tracker.log_metrics({f"eval.{k}": v for k, v in metrics.items()})
+    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})  # the names publish uses
     tracker.log_artifact(Path(output_dir) / EVAL_JSON, "eval")
     return report

@@ -131,7 +131,8 @@ def test_mlflow_run_has_config_stepwise_metrics_and_no_secret(env):
     assert run.data.params["model.dim"] == "64"  # the tiny preset, resolved once by `prepare`
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) >= STEPS // 2 and len({m.step for m in history}) == len(history)
-    assert any(k.startswith("eval.") or k == "val_loss" for k in run.data.metrics)
+    assert run.data.metrics["eval/val_loss"] == pytest.approx(env["result"]["eval"]["val_loss"])
+    assert run.data.metrics["eval/gate_passed"] == 1.0
     assert run.data.tags.get("dataset_digest") and run.data.tags.get("tokenizer_digest")
     env["canary"].assert_absent_from_mlflow_run(client, run.info.run_id)
     env["canary"].assert_absent(env["log"], "kiln run output (all step logs)")
