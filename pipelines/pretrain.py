@@ -47,6 +47,9 @@ class PipelineOptions:
         gpu_toleration: taint key tolerated by the training step ('' = none).
         training_cpu, training_memory: the training step's CPU/memory requests (and limits).
         extra_env: plain (non-secret) env vars for every step, e.g. KILN_S3_* tuning.
+        shared_pvc: PVC also mounted by the Ray cluster at `shared_mount` ('' = none): with a
+            Ray address, the training step stages tokens and outputs there (KILN_SHARED_DIR).
+        shared_mount: where the shared PVC is mounted in the training step (and the Ray pods).
     """
 
     data_connection: str = "kiln-data-connection"
@@ -56,6 +59,8 @@ class PipelineOptions:
     training_cpu: str = "4"
     training_memory: str = "16G"
     extra_env: dict[str, str] = field(default_factory=dict)
+    shared_pvc: str = ""
+    shared_mount: str = "/kiln-shared"
 
 
 def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
@@ -135,6 +140,9 @@ def build_pipeline(opts: PipelineOptions | None = None):
         train.set_caching_options(False)
         train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
         train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
+        if opts.shared_pvc:
+            k8s.mount_pvc(train, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
+            train.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
         if opts.gpu_toleration:
             k8s.add_toleration(
                 train, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule"

@@ -6,7 +6,10 @@ Where training runs follows `cfg.dist` (set from the pipeline's parameters):
 
 - `ray_address` http(s)://HEAD:8265: submitted to that Ray cluster with the Jobs API
   (`ray_launch.submit_job`); the step streams the job's logs and fails when the job fails.
-  The token and output paths must then be visible to the cluster (shared volume).
+  The cluster must see the token shards and the output: with $KILN_SHARED_DIR set (a volume
+  mounted in this pod and in the Ray pods at the same path, `kiln compile --shared-pvc`), they
+  are staged under KILN_SHARED_DIR/kiln-jobs/<run id>/ and the result copied back; without it
+  the paths are passed as they are (same machine, or a shared filesystem).
 - `workers` > 0: Ray Train with that many workers, on a local Ray (or `ray://`/`auto`).
 - `workers` == 0: one plain process, this one.
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +32,40 @@ from components.pretrain import checkpoint as ckpt
 from components.pretrain.train import TRAIN_LOG, read_train_log
 
 log = logging.getLogger("kiln.pretrain")
+SHARED_DIR_ENV = "KILN_SHARED_DIR"
 
 
-def _train(cfg, tokens: Path, out: Path, tracker: Tracker) -> tuple[str | None, bool]:
+def _has_run(out: Path) -> bool:
+    return ckpt.latest_checkpoint(out / "checkpoints") is not None or (out / "ray").exists()
+
+
+def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | None:
+    """Train as a Ray job; stage through $KILN_SHARED_DIR when set (see module docstring)."""
+    from components.pretrain.ray_launch import submit_job
+
+    cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
+    shared = os.environ.get(SHARED_DIR_ENV, "")
+    if not shared:
+        log.warning("no %s: the Ray cluster must see %s and %s", SHARED_DIR_ENV, tokens, out)
+        submit_job(cfg, str(tokens), str(out), address, resume=_has_run(out))
+        latest = ckpt.latest_checkpoint(out / "checkpoints")
+        return str(latest) if latest else None
+    job_dir = Path(shared) / "kiln-jobs" / (run_key or out.resolve().parent.name)
+    job_tokens, job_out = job_dir / "tokens", job_dir / "train"
+    shutil.copytree(tokens, job_tokens, dirs_exist_ok=True)
+    # A retried step finds the job's checkpoints on the shared volume and resumes from them.
+    submit_job(cfg, str(job_tokens), str(job_out), address, resume=_has_run(job_out))
+    shutil.copytree(job_out, out, dirs_exist_ok=True)
+    latest = ckpt.latest_checkpoint(out / "checkpoints")
+    return str(latest) if latest else None
+
+
+def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tuple[str | None, bool]:
     """Run training where `cfg.dist` says; returns (final checkpoint, metrics already tracked)."""
-    resume = ckpt.latest_checkpoint(out / "checkpoints") is not None or (out / "ray").exists()
+    resume = _has_run(out)
     address = cfg.dist.ray_address
     if address.startswith(("http://", "https://")):
-        from components.pretrain.ray_launch import submit_job
-
-        cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
-        submit_job(cfg, str(tokens), str(out), address, resume=resume)
-        latest = ckpt.latest_checkpoint(out / "checkpoints")
-        return (str(latest) if latest else None), False
+        return _submit(cfg, tokens, out, address, run_key), False
     if cfg.dist.workers > 0:
         from components.pretrain.ray_launch import copy_final_checkpoint, launch
 
@@ -100,7 +126,7 @@ def pretrain_step(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     tracker = step_tracker(cfg, run_id)
-    final, tracked = _train(cfg, tokens, out, tracker)
+    final, tracked = _train(cfg, tokens, out, tracker, run_id)
     if final is None:
         raise RuntimeError(f"training wrote no checkpoint under {out}; see the log above")
     tokenizer = tokens / "tokenizer.json"

@@ -49,6 +49,19 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help=f"memory request of the training step (default: {defaults.training_memory})",
     )
     p.add_argument(
+        "--shared-pvc",
+        default="",
+        metavar="PVC",
+        help="PersistentVolumeClaim (ReadWriteMany) that the Ray cluster mounts too: with a Ray "
+        "address the training step stages token shards and outputs on it (default: none)",
+    )
+    p.add_argument(
+        "--shared-mount",
+        default=defaults.shared_mount,
+        metavar="PATH",
+        help=f"mount path of --shared-pvc, the same in the Ray pods (default: {defaults.shared_mount})",
+    )
+    p.add_argument(
         "--env",
         dest="extra_env",
         action="append",
@@ -74,6 +87,8 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         training_cpu=args.training_cpu,
         training_memory=args.training_memory,
         extra_env=env,
+        shared_pvc=args.shared_pvc,
+        shared_mount=args.shared_mount,
     )
 
 

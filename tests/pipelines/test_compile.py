@@ -105,3 +105,14 @@ def test_pipeline_parameters(tmp_path):
     }  # fmt: skip
     assert set(params) == expected
     assert not params["corpus_uri"].get("isOptional")
+
+
+def test_shared_pvc_only_on_the_training_step(tmp_path):
+    _, docs = _compile(tmp_path, shared_pvc="kiln-shared", shared_mount="/shared")
+    configs = _k8s(docs)
+    mounts = configs["exec-pretrain"]["pvcMount"]
+    assert [(m["constant"], m["mountPath"]) for m in mounts] == [("kiln-shared", "/shared")]
+    env = _spec(docs)["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
+    assert {"name": "KILN_SHARED_DIR", "value": "/shared"} in env
+    assert all("pvcMount" not in c for name, c in configs.items() if name != "exec-pretrain")
+    assert check_kfp_pipeline(docs, openshift=True) == []
