@@ -6,10 +6,13 @@ import argparse
 import json
 import logging
 import os
+import re
+import sys
 
 from components.common.config import PRESETS
 
 log = logging.getLogger("kiln.cli")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -138,19 +141,28 @@ def _summary(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipelines.local import LocalRun, run_local
 
-    result = run_local(
-        LocalRun(
-            workdir=args.workdir,
-            data=args.data,
-            preset=args.preset,
-            overrides=args.overrides,
-            model_name=args.model_name,
-            mlflow_uri=args.mlflow_uri,
-            workers=args.workers,
-            baseline_model=args.baseline,
-        )
+    local = LocalRun(
+        workdir=args.workdir,
+        data=args.data,
+        preset=args.preset,
+        overrides=args.overrides,
+        model_name=args.model_name,
+        mlflow_uri=args.mlflow_uri,
+        workers=args.workers,
+        baseline_model=args.baseline,
     )
-    if args.json:
+    try:
+        result = run_local(local)
+    except RuntimeError as e:
+        # A failed step: its log is above, and the MLflow run is marked FAILED.
+        print(f"kiln run: {_ANSI.sub('', str(e))}", file=sys.stderr)
+        return 1
+    _report(result, args.json)
+    return 0
+
+
+def _report(result, as_json: bool) -> None:
+    if as_json:
         out = {
             "model_dir": str(result.model_dir),
             "run_dir": str(result.run_dir),
@@ -164,4 +176,3 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
     else:
         print(_summary(result))
-    return 0

@@ -88,3 +88,22 @@ def test_prepare_run_opens_one_run_with_the_config(tmp_path, monkeypatch):
 def test_step_config_names_the_problem():
     with pytest.raises(ValueError, match="config_json: not valid JSON"):
         step_config("{nope")
+
+
+def test_kiln_run_reports_a_failed_step_and_marks_the_run_failed(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import main
+
+    for key in ("AWS_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "KILN_WORKDIR"):
+        monkeypatch.delenv(key, raising=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "too short"}\n')  # every document filtered: tokenize has no text
+    code = main(["run", "--workdir", str(tmp_path / "w"), "--data", str(empty), "--workers", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "kiln run: Pipeline 'kiln-pretrain' finished with status FAILURE" in err
+    client = MlflowClient(f"sqlite:///{(tmp_path / 'w').resolve()}/mlflow.db")
+    [exp] = [e for e in client.search_experiments() if e.name == "kiln"]
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
