@@ -46,6 +46,7 @@ class LocalRun:
     model_name: str = "kiln-llama"
     mlflow_uri: str = ""
     workers: int = 1
+    gpus_per_worker: int = 0
     baseline_model: str = ""
 
 
@@ -133,7 +134,12 @@ def run_local(run: LocalRun) -> LocalResult:
     env = local_env(workdir, run.mlflow_uri)
     t0 = time.time()
     with _env(env):
-        cfg = resolve_config(run.preset, json.dumps(overrides), workers=run.workers)
+        cfg = resolve_config(
+            run.preset,
+            json.dumps(overrides),
+            workers=run.workers,
+            gpus_per_worker=run.gpus_per_worker,
+        )
         corpus = _corpus(run, workdir)
         run_id = start_pipeline_run(cfg, workdir, run_name="kiln-run-local", tags={"mode": "local"})
         kfp.local.init(
@@ -155,7 +161,7 @@ def run_local(run: LocalRun) -> LocalResult:
                     model_name=run.model_name,
                     mlflow_uri=env["MLFLOW_TRACKING_URI"],
                     workers=run.workers,
-                    gpus_per_worker=0,
+                    gpus_per_worker=run.gpus_per_worker,
                     baseline_model=run.baseline_model,
                     run_id=run_id,
                 )

@@ -89,6 +89,14 @@ examples:
         help="Ray Train workers on a local Ray cluster (default 1; 0 = train in the step's process without Ray)",
     )
     p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs per Ray worker (default 0: CPU workers; with --workers 0 the plain process "
+        "uses a GPU when one is visible)",
+    )
+    p.add_argument(
         "--baseline",
         default="",
         metavar="MODEL",
@@ -149,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         mlflow_uri=args.mlflow_uri,
         workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
         baseline_model=args.baseline,
     )
     try:
