@@ -35,7 +35,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from components.common.config import Config, from_dict
 from components.pretrain import checkpoint as ckpt
-from components.pretrain.train import Runtime, Trainer
+from components.pretrain.runtime import Runtime
+from components.pretrain.train import Trainer
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"

@@ -29,7 +29,7 @@ from typing import Any
 from components.common.pipeline_run import step_config, step_tracker
 from components.common.tracking import Tracker
 from components.pretrain import checkpoint as ckpt
-from components.pretrain.train import TRAIN_LOG, read_train_log
+from components.pretrain.runtime import TRAIN_LOG, read_train_log
 
 log = logging.getLogger("kiln.pretrain")
 SHARED_DIR_ENV = "KILN_SHARED_DIR"

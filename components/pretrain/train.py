@@ -17,10 +17,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,56 +30,17 @@ from components.pretrain import checkpoint as ckpt
 from components.pretrain.data import TokenLoader
 from components.pretrain.model import Llama
 from components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
+from components.pretrain.runtime import (
+    TRAIN_LOG,
+    NonFiniteError,
+    Runtime,
+    Tracker,
+    TrainResult,
+)
 from components.pretrain.throughput import ProgressLine, format_duration, peak_flops
 from components.tokenization.manifest import read_manifest, shard_paths
 
 log = logging.getLogger("kiln.train")
-TRAIN_LOG = "train_log.jsonl"
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/inf loss or gradients too many steps in a row."""
-
-
-class Tracker(Protocol):
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-
-@dataclass
-class Runtime:
-    """A plain single process: checkpoints under `output_dir/checkpoints`, resume from the latest."""
-
-    output_dir: Path
-    resume: bool = True
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(
-        default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-
-    @property
-    def checkpoint_root(self) -> Path:
-        return Path(self.output_dir) / "checkpoints"
-
-    @contextlib.contextmanager
-    def restore(self) -> Iterator[Path | None]:
-        yield ckpt.latest_checkpoint(self.checkpoint_root) if self.resume else None
-
-    def save(self, step: int, writer, metrics: dict[str, float], keep: int) -> None:
-        if self.rank == 0:
-            ckpt.save_atomic(self.checkpoint_root, step, writer, keep)
-
-
-@dataclass
-class TrainResult:
-    step: int
-    losses: dict[int, float]
-    val_loss: float | None
-    checkpoint: str | None
-    samples: list[str]
-    skipped_steps: int
-    rollbacks: int
-    tokens_per_second: float
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -467,17 +426,6 @@ class Trainer:
             rollbacks=self.rollbacks,
             tokens_per_second=tok_s,
         )
-
-
-def read_train_log(output_dir: str | Path) -> dict[int, float]:
-    """Per-step losses from `train_log.jsonl`; after a restart, the last record of a step wins."""
-    losses: dict[int, float] = {}
-    path = Path(output_dir) / TRAIN_LOG
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            losses[rec["step"]] = rec["loss"]
-    return losses
 
 
 def train(

@@ -86,7 +86,7 @@ def _stage_report(
     (out / "config.json").write_text(cfg.to_json() + "\n")
     (out / "lineage.json").write_text(json.dumps(tags, indent=2, sort_keys=True) + "\n")
     if train_dir:
-        from components.pretrain.train import TRAIN_LOG
+        from components.pretrain.runtime import TRAIN_LOG
 
         lineage.plot_loss_curve(Path(train_dir) / TRAIN_LOG, out / "loss_curve.png")
     return out

@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
 from components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
-from components.pretrain.train import read_train_log  # noqa: E402
+from components.pretrain.runtime import read_train_log  # noqa: E402
 
 pytestmark = pytest.mark.ray
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from components.common.config import OptimConfig
 from components.pretrain import checkpoint as ckpt
 from components.pretrain.optim import guarded_step, lr_at
-from components.pretrain.train import NonFiniteError, Runtime, Trainer, read_train_log, train
+from components.pretrain.runtime import NonFiniteError, Runtime, read_train_log
+from components.pretrain.train import Trainer, train
 
 
 def weights(ckpt_dir):

@@ -1,0 +1,65 @@
+"""Benchmark 3: GPU throughput and MFU of the `gpt2-124m` preset (seq 1024, bf16, compiled).
+
+Trains on random token ids (throughput does not depend on the data) in this process, one GPU,
+and prints tokens/s and MFU (PaLM FLOPs per token; peak from the detected GPU's bf16 datasheet).
+Reference: llm.c reaches ~38-40% MFU on one H100 for this model size. Skips without CUDA.
+
+    python benchmarks/bench_gpu_mfu.py [--steps 30] [--micro-batch 16] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.common.config import load_config  # noqa: E402
+from components.pretrain.train import train  # noqa: E402
+from components.tokenization.manifest import Manifest, ShardEntry, write_manifest  # noqa: E402
+from components.tokenization.shards import write_shard  # noqa: E402
+
+
+def random_tokens(root: Path, n: int, vocab: int = 50257) -> Path:
+    ids = np.random.default_rng(0).integers(0, vocab, n)
+    (root / "train").mkdir(parents=True)
+    sha = write_shard(root / "train/000000.bin", ids, vocab_size=vocab)
+    splits = {"train": [ShardEntry("train/000000.bin", n, sha)]}
+    write_manifest(root, Manifest(vocab_size=vocab, dtype="uint16", eot_id=0, splits=splits))
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps (the first few warm up)")
+    ap.add_argument("--micro-batch", type=int, default=16, help="sequences per micro-batch")
+    ap.add_argument("--accum", type=int, default=4, help="micro-batches per step")
+    ap.add_argument("--no-compile", action="store_true", help="eager mode")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: benchmark 3 skipped")
+        return
+    work = Path(tempfile.mkdtemp(prefix="kiln-gpu-bench-"))
+    tokens_per_step = args.micro_batch * 1024 * args.accum
+    cfg = load_config(
+        "gpt2-124m",
+        overrides=[
+            f"train.max_steps={args.steps}", f"train.micro_batch_size={args.micro_batch}",
+            f"train.tokens_per_step={tokens_per_step}", "train.log_every=5", "train.eval_every=0",
+            f"train.ckpt_every={10 * args.steps}", "train.sample_prompts=[]", f"train.compile={not args.no_compile}",
+        ],
+    )  # fmt: skip
+    tokens = random_tokens(work / "tokens", tokens_per_step * (args.steps + 2) + 1)
+    result = train(cfg, tokens, work / "run")
+    print(f"{torch.cuda.get_device_name()}: {result.tokens_per_second:,.0f} tokens/s (last window)")
+
+
+if __name__ == "__main__":
+    main()
