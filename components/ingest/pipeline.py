@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from components.ingest import readers, steps
 from components.ingest.dedup import Deduper
 from components.ingest.stats import Stats
 from components.ingest.writer import ShardWriter, copies, split_of
+from components.tokenization.parallel import OrderedPool
 from components.tokenization.progress import Progress
 
 
@@ -70,8 +70,8 @@ def _results(tasks, cfg: IngestConfig, tmp: Path) -> Iterator[tuple[str, dict]]:
         steps.init(cfg)
         yield from map(steps.process_file, jobs)
         return
-    with mp.get_context("spawn").Pool(cfg.workers, initializer=steps.init, initargs=(cfg,)) as pool:
-        yield from pool.imap(steps.process_file, jobs)
+    with OrderedPool(cfg.workers, initializer=steps.init, initargs=(cfg,)) as pool:
+        yield from pool.map(steps.process_file, jobs)
 
 
 def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = None) -> Stats:

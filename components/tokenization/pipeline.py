@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing as mp
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ from components.tokenization import sources
 from components.tokenization.bpe import eot_id, iter_segments, load_tokenizer, train_bpe
 from components.tokenization.engine import Encoder
 from components.tokenization.manifest import MANIFEST, Manifest, ShardEntry, write_manifest
+from components.tokenization.parallel import OrderedPool
 from components.tokenization.progress import Progress
 from components.tokenization.shards import dtype_for_vocab, sha256_file, write_shard
 
@@ -178,10 +178,9 @@ def run_tokenize(
     splits: dict[str, list[ShardEntry]] = {}
     totals = {"bytes": 0, "tokens": 0}
     t1 = time.time()
-    ctx = mp.get_context("spawn")
     init = (tok.to_str(), cfg.segment_chars)
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=init) as pool:
-        # Workers start in the background while the engines are cross-checked here.
+    with OrderedPool(cfg.workers, initializer=_init_worker, initargs=init) as pool:
+        pool.warm_up()  # workers start in the background while the engines are cross-checked
         encoder = Encoder(tok, cfg.engine)
         for split in sources.SPLITS:
             encoder.verify(_sample(dataset, split, cfg.verify_docs, cfg))
@@ -191,10 +190,10 @@ def run_tokenize(
             progress = Progress(f"tokenize {split}")
             if sources.is_dataset_dir(dataset):
                 tasks = [(u, encoder.engine) for u in sources.units(dataset, split)]
-                results = pool.imap(_encode_unit, tasks)
+                results = pool.map(_encode_unit, tasks)
             else:
                 batches = _text_batches(dataset, split, cfg.segment_chars)
-                results = pool.imap(_encode_batch, ((b, encoder.engine) for b in batches))
+                results = pool.map(_encode_batch, ((b, encoder.engine) for b in batches))
             for ids, nbytes in results:
                 writer.add(ids)
                 progress.update(nbytes, ids.size)
