@@ -79,6 +79,7 @@ def train_loop_per_worker(config: dict) -> None:
         output_dir=Path(config["output_dir"]),
         rank=ctx.get_world_rank(),
         world_size=ctx.get_world_size(),
+        local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
     # Where each worker landed (node, pid, device): for debugging placement and for the tests.
@@ -116,9 +117,11 @@ def _storage(cfg: Config, output_dir: Path) -> tuple[str, object | None]:
         return path, None
     import pyarrow.fs
 
-    endpoint = os.environ.get("AWS_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = os.environ.get("AWS_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    scheme = "http" if endpoint.startswith("http://") else "https"
     fs = pyarrow.fs.S3FileSystem(
-        endpoint_override=endpoint,
+        endpoint_override=endpoint.split("://", 1)[-1] or None,
+        scheme=scheme,
         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
         secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
@@ -131,12 +134,15 @@ def ensure_ray(address: str = "") -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
+    if address and address != "local":
         ray.init(address=address, log_to_driver=True)
         return
     if sys.platform == "linux":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local workers talk over loopback
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
+    # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
+    ray.init(
+        address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True
+    )
 
 
 def launch(
@@ -163,7 +169,9 @@ def launch(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.to_dict(),
-            "tokens_dir": str(Path(tokens_dir).resolve()),
+            "tokens_dir": tokens
+            if (tokens := str(tokens_dir)).startswith("s3://")
+            else str(Path(tokens).resolve()),
             "output_dir": str(output_dir),
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),

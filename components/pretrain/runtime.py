@@ -36,6 +36,7 @@ class Runtime:
     resume: bool = True
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0  # rank among the workers of this node (who downloads shared inputs)
     device: torch.device = field(
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )

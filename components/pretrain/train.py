@@ -47,6 +47,29 @@ def _round_up(n: int, multiple: int) -> int:
     return multiple * math.ceil(n / multiple)
 
 
+def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
+    """The tokenized dataset as a local directory: `s3://` inputs are downloaded (sha256-verified)
+    once per node into a cache, by the node's first worker while the others wait."""
+    uri = str(tokens_dir)
+    if not uri.startswith("s3://"):
+        return Path(tokens_dir)
+    import hashlib
+    import os
+
+    from components.common import storage  # only S3 inputs need the storage layer
+
+    cache_root = Path(os.environ.get("KILN_CACHE_DIR", Path.home() / ".cache" / "kiln"))
+    local = cache_root / "tokens" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if runtime.local_rank == 0 and not (local / "manifest.json").exists():
+        log.info("downloading %s to %s", uri, local)
+        partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
+        storage.download_dir(uri, partial, verify=True)
+        os.replace(partial, local)  # a cache entry is complete or absent
+    if runtime.world_size > 1:
+        dist.barrier()
+    return local
+
+
 def resolve_model_shape(cfg: Config, tokens_dir: str | Path) -> None:
     """Size the vocabulary from the tokenized data (padded to a multiple of 64 for fast matmuls)."""
     manifest = read_manifest(tokens_dir)
@@ -78,7 +101,7 @@ class Trainer:
         self, cfg: Config, tokens_dir: str | Path, runtime: Runtime, tracker: Tracker | None = None
     ):
         self.cfg, self.runtime, self.tracker = cfg, runtime, tracker
-        self.tokens_dir = Path(tokens_dir)
+        tokens_dir = self.tokens_dir = local_tokens(tokens_dir, runtime)
         self.device = runtime.device
         self.rank, self.world = runtime.rank, runtime.world_size
         resolve_model_shape(cfg, tokens_dir)

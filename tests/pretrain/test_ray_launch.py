@@ -165,7 +165,14 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """`ray start --head` on 127.0.0.1 with the dashboard (Jobs API); always stopped."""
+    """`ray start --head --block` on 127.0.0.1 with the dashboard (Jobs API).
+
+    It runs in its own process session and is stopped by signalling that session only, so
+    other Ray clusters on the machine are left alone (unlike `ray stop`).
+    """
+    import signal
+    import urllib.request
+
     if ray.is_initialized():
         ray.shutdown()
     ray_bin = shutil.which("ray", path=str(Path(os.sys.executable).parent))
@@ -173,13 +180,33 @@ def ray_head(tmp_path):
     # As in the cluster image, `kiln` is on the head's PATH (the job entrypoint is `kiln train ...`).
     path = f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PATH": path}
-    cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+           "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={dash}", "--disable-usage-stats"]  # fmt: skip
+    log = open(tmp_path / "ray-head.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except OSError:
+                if head.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((tmp_path / "ray-head.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
 
 
 def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_dir, tmp_path):
@@ -198,3 +225,28 @@ def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_di
         submit_job(
             cfg, str(tmp_path / "missing"), str(tmp_path / "bad"), ray_head, stream=io.StringIO()
         )
+
+
+def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, monkeypatch):
+    """Workers read token shards from S3 and Ray Train persists checkpoints to S3 (moto server)."""
+    from components.common import storage
+    from components.pretrain.export import export_checkpoint
+    from components.pretrain.ray_launch import local_checkpoint
+
+    bucket = os.environ["AWS_S3_BUCKET"]
+    storage.upload_dir(str(tokens_dir), f"s3://{bucket}/tokens")
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path / "cache"))
+    if ray.is_initialized():  # workers of a local cluster inherit the env it was started with
+        ray.shutdown()
+    cfg = _tiny()
+    cfg.dist.workers, cfg.train.max_steps, cfg.train.ckpt_every = 1, 6, 3
+    cfg.dist.storage_path = f"s3://{bucket}/ray"
+    result = launch(cfg, f"s3://{bucket}/tokens", tmp_path / "run")
+    keys = storage.list_files(f"s3://{bucket}/ray/train")
+    assert any("/step_6/model.safetensors" in k for k in keys), keys
+    assert any("/step_3/" in k for k in keys)
+    with local_checkpoint(result) as final:
+        model = export_checkpoint(final, tmp_path / "model")
+    assert (model / "model.safetensors").exists()
+    assert (tmp_path / "cache/tokens").is_dir()  # shards came from S3 through the verified cache
+    ray.shutdown()
