@@ -159,6 +159,9 @@ def launch(
         raise ValueError(
             f"{Path(storage_path) / RUN_NAME} already holds a run: pass --resume to continue it, or use a new --output"
         )
+    tokens = (
+        str(tokens_dir) if str(tokens_dir).startswith("s3://") else str(Path(tokens_dir).resolve())
+    )
     ensure_ray(cfg.dist.ray_address)
     env = (
         {"GLOO_SOCKET_IFNAME": os.environ["GLOO_SOCKET_IFNAME"]}
@@ -169,9 +172,7 @@ def launch(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.to_dict(),
-            "tokens_dir": tokens
-            if (tokens := str(tokens_dir)).startswith("s3://")
-            else str(Path(tokens).resolve()),
+            "tokens_dir": tokens,
             "output_dir": str(output_dir),
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
