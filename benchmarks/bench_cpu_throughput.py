@@ -42,6 +42,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     tokens = kiln_runs.char_level_tokens(nanogpt / "data" / "shakespeare_char", work / "tokens")
     sets = [
+        # SwiGLU hidden 344 matches GPT-2's 4x GELU MLP: 0.81M parameters here vs nanoGPT's 0.80M.
+        "model.ffn_dim=344",
         "model.dim=128", "model.n_layers=4", "model.n_heads=4", "model.n_kv_heads=4", "model.max_seq_len=64",
         "data.seq_len=64", "train.micro_batch_size=12", f"train.max_steps={args.iters}", "train.log_every=50",
         f"train.eval_every={args.iters}", "train.ckpt_every=100000", "train.sample_prompts=[]",

@@ -8,7 +8,8 @@ load as is:
     model/model.safetensors        weights under HF names (ours already match; `model.` prefix added)
     model/tokenizer.json           (+ tokenizer_config.json / special_tokens_map.json)
 
-Our parameter layout (including rotate-half RoPE) is HF's, so no permutation is involved.
+Our parameter layout (including rotate-half RoPE) is HF's, except that q/k/v and gate/up are stored
+fused; export splits them by rows and import concatenates them. No permutation is involved.
 """
 
 from __future__ import annotations
@@ -53,6 +54,48 @@ def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32
     }
 
 
+def _qkv_rows(cfg: ModelConfig) -> list[int]:
+    hd = cfg.dim // cfg.n_heads
+    return [cfg.n_heads * hd, cfg.n_kv_heads * hd, cfg.n_kv_heads * hd]
+
+
+def to_hf_names(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict under HF Llama names: fused projections split by rows, `model.` prefix."""
+    out = {}
+    for name, tensor in state_dict.items():
+        prefix = "" if name == "lm_head.weight" else "model."
+        if name.endswith("self_attn.qkv_proj.weight"):
+            base = name.removesuffix("qkv_proj.weight")
+            for part, w in zip("qkv", tensor.split(_qkv_rows(cfg)), strict=True):
+                out[f"{prefix}{base}{part}_proj.weight"] = w
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            base = name.removesuffix("gate_up_proj.weight")
+            gate, up = tensor.chunk(2)
+            out[f"{prefix}{base}gate_proj.weight"], out[f"{prefix}{base}up_proj.weight"] = gate, up
+        else:
+            out[prefix + name] = tensor
+    return out
+
+
+def from_hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """HF Llama weights under our names: q/k/v and gate/up concatenated by rows."""
+    state = {
+        (k if k == "lm_head.weight" else k.removeprefix("model.")): v for k, v in weights.items()
+    }
+    for i in range(cfg.n_layers):
+        attn, mlp = f"layers.{i}.self_attn.", f"layers.{i}.mlp."
+        parts = [state.pop(f"{attn}{p}_proj.weight", None) for p in "qkv"]
+        if all(p is not None for p in parts):
+            state[f"{attn}qkv_proj.weight"] = torch.cat(parts)
+        gate, up = (
+            state.pop(f"{mlp}gate_proj.weight", None),
+            state.pop(f"{mlp}up_proj.weight", None),
+        )
+        if gate is not None and up is not None:
+            state[f"{mlp}gate_up_proj.weight"] = torch.cat([gate, up])
+    return state
+
+
 def export_hf(
     state_dict: dict[str, torch.Tensor],
     cfg: ModelConfig,
@@ -64,11 +107,10 @@ def export_hf(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = {}
-    for name, tensor in state_dict.items():
+    for name, tensor in to_hf_names(state_dict, cfg).items():
         if cfg.tie_embeddings and name == "lm_head.weight":
             continue  # HF re-ties it from the embedding
-        hf_name = name if name == "lm_head.weight" else f"model.{name}"
-        weights[hf_name] = tensor.detach().to("cpu", dtype).contiguous()
+        weights[name] = tensor.detach().to("cpu", dtype).contiguous()
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     eos_id = None
     if tokenizer_json:
@@ -149,10 +191,7 @@ def import_hf(model_dir: str | Path) -> Llama:
     weights: dict[str, torch.Tensor] = {}
     for f in files:
         weights.update(load_file(f))
-    state = {
-        (k if k == "lm_head.weight" else k.removeprefix("model.")): v.float()
-        for k, v in weights.items()
-    }
+    state = {k: v.float() for k, v in from_hf_names(weights, cfg).items()}
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model = Llama(cfg)

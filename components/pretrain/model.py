@@ -2,7 +2,8 @@
 
 Architecture only: no optimizer, data or parallelism here (those are applied from outside).
 Parameter names and layouts follow Hugging Face's `LlamaForCausalLM` (including the rotate-half
-RoPE convention), so export to and import from that format is a rename, never a permutation:
+RoPE convention), except that the q/k/v and gate/up projections are stored fused (one matmul
+each): export and import are a rename plus a row split or concat, never a permutation:
 
     model = Llama(ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2))
     logits = model(tokens)                       # (B, T) -> (B, T, vocab)
@@ -35,24 +36,32 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalize in fp32 (as Hugging Face does), scale in the input dtype.
+        if x.dtype == torch.float32:  # one fused kernel
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # Lower precision: normalize in fp32 (as Hugging Face does), scale in the input dtype.
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
         return self.weight * normed
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables of shape (max_len, head_dim) in the rotate-half layout."""
+    """cos and sign-folded sin tables, (max_len, head_dim), in the rotate-half layout."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
-    return emb.cos(), emb.sin()
+    sin = emb.sin()
+    sin[:, : head_dim // 2] *= -1  # fold rotate_half's sign into the table
+    return emb.cos(), sin
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, hd) by position; pairs are (i, i + hd/2) as in HF Llama."""
+    """Rotate (B, T, heads, hd) by position; pairs are (i, i + hd/2) as in HF Llama.
+
+    `sin` comes from `rope_tables` with its first half negated, so HF's rotate_half(x) = (-x2, x1)
+    becomes a plain swap of the halves.
+    """
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos[:, None] + swapped * sin[:, None]).to(x.dtype)
 
 
 class KVCache:
@@ -81,19 +90,20 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
         self.head_dim = cfg.dim // cfg.n_heads
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
+        # q, k and v projections as one matmul: rows [q (H·hd) | k (KV·hd) | v (KV·hd)].
+        # Export splits it into HF's q_proj/k_proj/v_proj (a row slice, no permutation).
+        qkv_rows = (cfg.n_heads + 2 * cfg.n_kv_heads) * self.head_dim
+        self.qkv_proj = nn.Linear(cfg.dim, qkv_rows, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = (
-            self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, KV, T, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, KV = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim)
+        qk = apply_rope(qkv[:, :, : H + KV], cos, sin)  # q and k rotated in one go
+        q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, hd)
+        k = qk[:, :, H:].transpose(1, 2)  # (B, KV, T, hd)
+        v = qkv[:, :, H + KV :].transpose(1, 2)  # (B, KV, T, hd)
         past = 0
         if cache is not None:
             past = cache.length
@@ -116,12 +126,14 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = ffn_dim(cfg)
-        self.gate_proj = nn.Linear(cfg.dim, hidden, bias=False)
-        self.up_proj = nn.Linear(cfg.dim, hidden, bias=False)
+        self.gate_up_proj = nn.Linear(
+            cfg.dim, 2 * hidden, bias=False
+        )  # rows [gate | up]: one matmul
         self.down_proj = nn.Linear(hidden, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):

@@ -71,9 +71,11 @@ def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
 
 
 def resolve_model_shape(cfg: Config, tokens_dir: str | Path) -> None:
-    """Size the vocabulary from the tokenized data (padded to a multiple of 64 for fast matmuls)."""
+    """Size the vocabulary from the tokenized data (padded for fast matmuls)."""
     manifest = read_manifest(tokens_dir)
-    cfg.model.vocab_size = _round_up(manifest.vocab_size, 64)
+    # Multiples of 64 keep large output matmuls fast; a tiny vocabulary only needs 8 (padding
+    # 65 character ids to 128 would double the output layer for nothing).
+    cfg.model.vocab_size = _round_up(manifest.vocab_size, 64 if manifest.vocab_size >= 1024 else 8)
 
 
 def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Module:

@@ -33,7 +33,7 @@ def test_causal_mask_future_tokens_do_not_leak():
 
 def test_residual_projections_are_scaled_at_init():
     model = small()
-    q = model.layers[0].self_attn.q_proj.weight.std()
+    q = model.layers[0].self_attn.qkv_proj.weight.std()
     o = model.layers[0].self_attn.o_proj.weight.std()
     assert 1.7 < float(q / o) < 2.3  # 1/sqrt(2·n_layers) = 1/2
 
