@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from components.tokenization.engine import byte_decoder
 from components.tokenization.shards import open_shard
 
 
@@ -49,22 +50,6 @@ class HeldOut:
         }
 
 
-def _byte_level_decoder() -> dict[str, int]:
-    """GPT-2's byte ↔ printable-character table, inverted: character → byte."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars, extra = list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
 def token_byte_lengths(tokenizer_json: str | Path, vocab_size: int) -> np.ndarray:
     """UTF-8 bytes each token id decodes to, as an int64 array of `vocab_size` entries.
 
@@ -77,7 +62,7 @@ def token_byte_lengths(tokenizer_json: str | Path, vocab_size: int) -> np.ndarra
     tok = Tokenizer.from_file(str(tokenizer_json))
     specials = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
     byte_level = "ByteLevel" in str(tok.decoder)
-    table = _byte_level_decoder()
+    table = byte_decoder()
     lengths = np.zeros(vocab_size, dtype=np.int64)
     for piece, idx in tok.get_vocab(with_added_tokens=True).items():
         if idx >= vocab_size or piece in specials:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def _byte_decoder() -> dict[str, int]:
+def byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode: the printable stand-in char of each byte."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     cs = bs[:]
@@ -67,7 +67,7 @@ def tiktoken_encoding(tok: Tokenizer, name: str = "kiln"):
     pat = _pattern(spec)
     if pat is None:
         return None
-    dec = _byte_decoder()
+    dec = byte_decoder()
     vocab: dict[str, int] = model["vocab"]
     try:
         ranks = {bytes(dec[c] for c in piece): idx for piece, idx in vocab.items()}
