@@ -233,6 +233,44 @@ def copy_final_checkpoint(result: LaunchResult, destination: Path) -> Path | Non
         return ckpt.save_atomic(destination / "checkpoints", step, writer)
 
 
+def fetch_latest_checkpoint(storage_path: str, destination: Path) -> Path | None:
+    """Copy the newest `step_N` checkpoint of the run stored at `storage_path` (local or
+    s3://, as in `dist.storage_path`) into `destination/checkpoints/step_N`."""
+    import pyarrow.fs
+
+    cfg = Config()
+    cfg.dist.storage_path = storage_path
+    path, fs = _storage(cfg, destination)
+    fs = fs or pyarrow.fs.LocalFileSystem()
+    run = f"{path.rstrip('/')}/{RUN_NAME}"
+    found = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
+    steps = [
+        (int(i.base_name[5:]), i.path)
+        for i in found
+        if i.base_name.startswith("step_") and i.base_name[5:].isdigit()
+    ]
+    if not steps:
+        return None
+    step, latest = max(steps)
+
+    def writer(tmp: Path) -> None:
+        Checkpoint(latest, filesystem=fs).to_directory(str(tmp))
+
+    return ckpt.save_atomic(destination / "checkpoints", step, writer)
+
+
+def run_exists(storage_path: str) -> bool:
+    """Whether `storage_path` (local or s3://) already holds a Ray Train run to resume."""
+    import pyarrow.fs
+
+    cfg = Config()
+    cfg.dist.storage_path = storage_path
+    path, fs = _storage(cfg, Path("."))
+    fs = fs or pyarrow.fs.LocalFileSystem()
+    info = fs.get_file_info(f"{path.rstrip('/')}/{RUN_NAME}")
+    return info.type != pyarrow.fs.FileType.NotFound
+
+
 # ---------------------------------------------------------------------------------- Jobs API
 def submit_job(
     cfg: Config,

@@ -9,7 +9,10 @@ Where training runs follows `cfg.dist` (set from the pipeline's parameters):
   The cluster must see the token shards and the output: with $KILN_SHARED_DIR set (a volume
   mounted in this pod and in the Ray pods at the same path, `kiln compile --shared-pvc`), they
   are staged under KILN_SHARED_DIR/kiln-jobs/<run id>/ and the result copied back; without it
-  the paths are passed as they are (same machine, or a shared filesystem).
+  the paths are passed as they are (same machine, or a shared filesystem). With real S3
+  configured (a bucket and an endpoint, or AWS) and no shared volume, the shards are uploaded
+  to S3 (verified), workers read them from there, checkpoints go to S3 (`dist.storage_path`),
+  a re-run resumes from the latest S3 checkpoint, and the final one is fetched back.
 - `workers` > 0: Ray Train with that many workers, on a local Ray (or `ray://`/`auto`).
 - `workers` == 0: one plain process, this one.
 
@@ -45,6 +48,9 @@ def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | N
 
     cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
     shared = os.environ.get(SHARED_DIR_ENV, "")
+    s3_root = _cluster_s3_root(cfg)
+    if s3_root and not shared:
+        return _submit_via_s3(cfg, tokens, out, address, s3_root, run_key)
     if not shared:
         log.warning("no %s: the Ray cluster must see %s and %s", SHARED_DIR_ENV, tokens, out)
         submit_job(cfg, str(tokens), str(out), address, resume=_has_run(out))
@@ -58,6 +64,38 @@ def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | N
     shutil.copytree(job_out, out, dirs_exist_ok=True)
     latest = ckpt.latest_checkpoint(out / "checkpoints")
     return str(latest) if latest else None
+
+
+def _cluster_s3_root(cfg) -> str | None:
+    """The s3:// prefix a Ray cluster can read, when real S3 is configured (not the local stand-in)."""
+    from components.common import storage
+
+    s = storage.settings_from_config(cfg.storage)
+    if not s.bucket or (s.local_root and not s.endpoint):
+        return None
+    return cfg.storage.root if storage.is_s3(cfg.storage.root) else f"s3://{s.bucket}/kiln"
+
+
+def _submit_via_s3(
+    cfg, tokens: Path, out: Path, address: str, root: str, run_key: str
+) -> str | None:
+    """Train as a Ray job whose workers read the token shards from S3 and write checkpoints to
+    S3; a re-run of the step resumes from the latest S3 checkpoint of the same run."""
+    from components.common import storage
+    from components.pretrain.ray_launch import fetch_latest_checkpoint, run_exists, submit_job
+
+    prefix = storage.join(root, "runs", run_key or out.resolve().parent.name, "train")
+    tokens_uri = storage.join(prefix, "tokens")
+    if not storage.is_committed(tokens_uri):
+        storage.upload_dir(str(tokens), tokens_uri)  # verified; the cluster downloads it verified
+    cfg.dist.storage_path = storage.join(prefix, "ray")
+    resume = run_exists(cfg.dist.storage_path)
+    scratch = f"/tmp/kiln-jobs/{run_key or 'run'}"  # job-local logs; results live in S3
+    submit_job(cfg, tokens_uri, scratch, address, resume=resume)
+    final = fetch_latest_checkpoint(cfg.dist.storage_path, out)
+    if final is not None and (final / TRAIN_LOG).exists():
+        shutil.copyfile(final / TRAIN_LOG, out / TRAIN_LOG)
+    return str(final) if final else None
 
 
 def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tuple[str | None, bool]:

@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,12 @@ class Trainer:
         trainer_state, config = self.trainer_state(), self.cfg.to_dict()
         tied = self.cfg.model.tie_embeddings
 
+        log_file = Path(self.runtime.output_dir) / TRAIN_LOG
+
         def writer(directory: Path) -> None:
             ckpt.write_checkpoint(directory, model_state, optim_state, trainer_state, config, tied)
+            if log_file.exists():  # the loss history travels with the checkpoint (e.g. to S3)
+                shutil.copyfile(log_file, directory / TRAIN_LOG)
 
         self.runtime.save(self.step, writer, metrics, self.cfg.train.keep_checkpoints)
         if self.cfg.train.spike_factor > 0:  # in-memory copy of this rank's state for rollbacks

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray_address:
         cfg.dist.ray_address = args.ray_address
     validate(cfg)
-    tokens, output = Path(args.tokens), Path(args.output)
+    # --tokens may be s3://… (Ray workers download it, verified); keep it a string then.
+    tokens = args.tokens if args.tokens.startswith("s3://") else Path(args.tokens)
+    output = Path(args.output)
     if cfg.dist.ray_address.startswith(("http://", "https://")):
         from components.pretrain.ray_launch import submit_job
 
@@ -93,9 +95,20 @@ def run(args: argparse.Namespace) -> int:
         final = train(cfg, tokens, output, resume=args.resume).checkpoint
     from components.pretrain.export import export_checkpoint
 
-    tokenizer = tokens / "tokenizer.json"
+    tokenizer = _tokenizer_file(tokens, output)
     model_dir = export_checkpoint(
         final, output / "model", tokenizer if tokenizer.exists() else None
     )
     print(f"final checkpoint: {final}\nHugging Face model: {model_dir}")
     return 0
+
+
+def _tokenizer_file(tokens: str | Path, output: Path) -> Path:
+    """The dataset's tokenizer.json as a local file (fetched, verified, when the data is on S3)."""
+    if isinstance(tokens, Path):
+        return tokens / "tokenizer.json"
+    from components.common import storage
+
+    local = output / "tokenizer.json"
+    storage.download_file(storage.join(tokens, "tokenizer.json"), local, verify=True)
+    return local
