@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shlex
 import uuid
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from components.common.config import load_config
 from components.common.pod_security import check_object
 from components.common.registry import CHAMPION, ModelRegistry
 from components.publish import publish
-from pipelines.cli import main
+from pipelines.cli import build_parser, main
 
 
 def _load(path: Path, name: str):
@@ -187,3 +189,37 @@ def test_apply_creates_then_replaces_on_the_api_server(
     code, _, err = _deploy(capsys, name, "--version", "1", "--service-name", "other", "--apply")
     assert code == 1 and "applying inferenceservice/team-b/other failed: 422" in err
     assert "Traceback" not in err
+
+
+def _doc_commands(path: Path) -> list[str]:
+    """Every shell line of the doc's ```bash blocks, continuation lines joined."""
+    lines, block = [], False
+    for raw in path.read_text().splitlines():
+        if raw.startswith("```"):
+            block = raw.strip() == "```bash"
+            continue
+        if block:
+            if lines and lines[-1].endswith("\\"):
+                lines[-1] = lines[-1][:-1] + " " + raw.strip()
+            else:
+                lines.append(raw.strip())
+    return lines
+
+
+def test_platform_doc_commands_exist():
+    """Every `kiln ...` line in docs/platform.md parses with the real CLI, and every
+    `kubectl apply -k` names a kustomization in this repo."""
+    repo = Path(__file__).resolve().parents[2]
+    lines = _doc_commands(repo / "docs" / "platform.md")
+    kiln = [ln for ln in lines if ln.startswith("kiln ")]
+    assert {ln.split()[1] for ln in kiln} >= {"submit", "runs", "models", "artifacts", "deploy"}
+    parser = build_parser()
+    for line in kiln:
+        line = re.sub(r"\s+(&|#.*)$", "", line)
+        argv = [re.sub(r"\$\w+", "X", a) for a in shlex.split(line)[1:]]
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"docs/platform.md: `{line}` is not a valid kiln command line")
+    kustomize = [ln.split()[3] for ln in lines if ln.startswith("kubectl apply -k ")]
+    assert kustomize and all((repo / k / "kustomization.yaml").is_file() for k in kustomize)
