@@ -76,7 +76,7 @@ def api_client(host: str | None = None) -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(os.environ.get("KUBECONFIG") or None)  # read at call time
     return client.ApiClient()
 
 
