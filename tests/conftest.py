@@ -281,3 +281,61 @@ def secret_canary(monkeypatch: pytest.MonkeyPatch) -> SecretCanary:
     monkeypatch.setenv("KILN_TEST_SECRET_CANARY", value)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", value)
     return SecretCanary(value)
+
+
+# ------------------------------------------------------------------------------------- Ray head
+def _free_ray_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """`ray start --head --block` on 127.0.0.1 with the dashboard (Jobs API).
+
+    It runs in its own process session and is stopped by signalling that session only, so
+    other Ray clusters on the machine are left alone (unlike `ray stop`).
+    """
+    import signal
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
+    port, dash, agent, agent_grpc, metrics, renv = (_free_ray_port() for _ in range(6))
+    # As in the cluster image, `kiln` is on the head's PATH (the job entrypoint is `kiln train ...`).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PATH": path}
+    cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+           "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={dash}", "--disable-usage-stats",
+           # Free ports for the agents too: Ray's fixed defaults (52365, ...) may be held by
+           # another Ray on this machine, and the Jobs API needs the agent.
+           f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={renv}"]  # fmt: skip
+    log = open(tmp_path / "ray-head.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except OSError:
+                if head.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((tmp_path / "ray-head.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()

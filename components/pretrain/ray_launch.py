@@ -23,6 +23,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,9 +306,16 @@ def submit_job(
         for k, v in os.environ.items()
         if k.startswith(("AWS_", "MLFLOW_TRACKING_URI", "KILN_"))
     }
-    job_id = client.submit_job(
-        entrypoint=shlex.join(args), runtime_env={"env_vars": forwarded} if forwarded else None
-    )
+    runtime_env = {"env_vars": forwarded} if forwarded else None
+    for attempt in range(30):  # a freshly started head answers before its job agent is up
+        try:
+            job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=runtime_env)
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or attempt == 29:
+                raise
+            log.info("Ray job agent not ready yet; retrying")
+            time.sleep(2)
     log.info("submitted Ray job %s to %s", job_id, address)
     if not wait:
         return job_id

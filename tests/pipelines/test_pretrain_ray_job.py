@@ -1,17 +1,11 @@
 """The pretrain step with a Ray address: a Ray job through the Jobs API of a real local Ray head,
 token shards and outputs staged on a "shared volume" (KILN_SHARED_DIR), the result copied back.
 
-The head is started by `ray.init` in a child process of its own (dashboard = Jobs API on
-127.0.0.1) and stopped by ending that process, so no other Ray on the machine is touched.
+The head is `ray start --head --block` on 127.0.0.1 (fixture `ray_head` in tests/conftest.py),
+stopped by signalling its own process session, so no other Ray on the machine is touched.
 """
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -23,59 +17,6 @@ from pipelines.corpus import help_topics
 
 pytestmark = pytest.mark.ray
 
-_HEAD = """
-import sys, time, ray
-ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-         dashboard_port=int(sys.argv[1]), _node_ip_address="127.0.0.1")
-print("ready", flush=True)
-while True:
-    time.sleep(1)
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_jobs_api(tmp_path):
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # `kiln` must be on the head's PATH
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "GLOO_SOCKET_IFNAME": "lo",
-    }
-    env.pop("RAY_ADDRESS", None)
-    log = open(tmp_path / "head.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HEAD, str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Ray head did not start:\n{(tmp_path / 'head.log').read_text()}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
 
 @pytest.fixture
 def tokens(tmp_path):
@@ -86,9 +27,7 @@ def tokens(tmp_path):
     return tmp_path / "tokens"
 
 
-def test_ray_address_submits_a_job_through_the_shared_dir(
-    ray_jobs_api, tokens, tmp_path, monkeypatch
-):
+def test_ray_address_submits_a_job_through_the_shared_dir(ray_head, tokens, tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     monkeypatch.setenv("KILN_SHARED_DIR", str(shared))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -100,7 +39,7 @@ def test_ray_address_submits_a_job_through_the_shared_dir(
             "train.log_every=1",
             "tracking.backend=none",
             "dist.cpus_per_worker=1",
-            f"dist.ray_address={ray_jobs_api}",
+            f"dist.ray_address={ray_head}",
         ],
     )
     out = tmp_path / "artifact"  # what KFP would give the step: not visible to the cluster
@@ -113,7 +52,7 @@ def test_ray_address_submits_a_job_through_the_shared_dir(
 
 
 def test_ray_job_reads_shards_from_s3_writes_checkpoints_to_s3_and_resumes(
-    ray_jobs_api, tokens, tmp_path, monkeypatch, s3_server
+    ray_head, tokens, tmp_path, monkeypatch, s3_server
 ):
     """With real S3 and no shared volume: shards go up to S3 (verified), the job's workers read
     them from S3 and checkpoint to S3, and a re-run of the step resumes from that checkpoint."""
@@ -130,7 +69,7 @@ def test_ray_job_reads_shards_from_s3_writes_checkpoints_to_s3_and_resumes(
             overrides=[
                 f"train.max_steps={steps}", "train.eval_every=0", "train.log_every=1",
                 "train.ckpt_every=2", "tracking.backend=none", "dist.workers=1",
-                "dist.cpus_per_worker=1", f"dist.ray_address={ray_jobs_api}",
+                "dist.cpus_per_worker=1", f"dist.ray_address={ray_head}",
             ],
         )  # fmt: skip
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -153,60 +151,6 @@ def test_workers_land_on_different_nodes(two_node_cluster, tokens_dir, tmp_path)
     assert result.checkpoint
     placed = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
     assert {p["node_ip"] for p in placed} == {"127.0.0.3", "127.0.0.2"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """`ray start --head --block` on 127.0.0.1 with the dashboard (Jobs API).
-
-    It runs in its own process session and is stopped by signalling that session only, so
-    other Ray clusters on the machine are left alone (unlike `ray stop`).
-    """
-    import signal
-    import urllib.request
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray_bin = shutil.which("ray", path=str(Path(os.sys.executable).parent))
-    port, dash = _free_port(), _free_port()
-    # As in the cluster image, `kiln` is on the head's PATH (the job entrypoint is `kiln train ...`).
-    path = f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PATH": path}
-    cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-           "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", "--disable-usage-stats"]  # fmt: skip
-    log = open(tmp_path / "ray-head.log", "w")  # noqa: SIM115
-    head = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2)
-                break
-            except OSError:
-                if head.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp_path / "ray-head.log").read_text()[-2000:]) from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        log.close()
 
 
 def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_dir, tmp_path):
