@@ -50,6 +50,10 @@ class PipelineOptions:
         shared_pvc: PVC also mounted by the Ray cluster at `shared_mount` ('' = none): with a
             Ray address, the training step stages tokens and outputs there (KILN_SHARED_DIR).
         shared_mount: where the shared PVC is mounted in the training step (and the Ray pods).
+        ray_token_secret: Secret holding the Ray cluster's auth token ('' = none): given to the
+            training step as RAY_AUTH_TOKEN (with RAY_AUTH_MODE=token), so a Ray address with
+            token auth on (as in manifests/base/raycluster.yaml) accepts its job submission.
+        ray_token_key: the key of the token inside that Secret.
     """
 
     data_connection: str = "kiln-data-connection"
@@ -61,6 +65,8 @@ class PipelineOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     shared_pvc: str = ""
     shared_mount: str = "/kiln-shared"
+    ray_token_secret: str = ""
+    ray_token_key: str = "auth_token"
 
 
 def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
@@ -140,6 +146,13 @@ def build_pipeline(opts: PipelineOptions | None = None):
         train.set_caching_options(False)
         train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
         train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
+        if opts.ray_token_secret:
+            k8s.use_secret_as_env(
+                train,
+                secret_name=opts.ray_token_secret,
+                secret_key_to_env={opts.ray_token_key: "RAY_AUTH_TOKEN"},
+            )
+            train.set_env_variable("RAY_AUTH_MODE", "token")
         if opts.shared_pvc:
             k8s.mount_pvc(train, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
             train.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)

@@ -49,6 +49,19 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help=f"memory request of the training step (default: {defaults.training_memory})",
     )
     p.add_argument(
+        "--ray-token-secret",
+        default="",
+        metavar="SECRET",
+        help="Secret with the Ray cluster's auth token, given to the training step as "
+        "RAY_AUTH_TOKEN for Ray addresses with token auth (default: none)",
+    )
+    p.add_argument(
+        "--ray-token-key",
+        default=defaults.ray_token_key,
+        metavar="KEY",
+        help=f"key of the token in --ray-token-secret (default: {defaults.ray_token_key})",
+    )
+    p.add_argument(
         "--shared-pvc",
         default="",
         metavar="PVC",
@@ -89,6 +102,8 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         extra_env=env,
         shared_pvc=args.shared_pvc,
         shared_mount=args.shared_mount,
+        ray_token_secret=args.ray_token_secret,
+        ray_token_key=args.ray_token_key,
     )
 
 

@@ -116,3 +116,16 @@ def test_shared_pvc_only_on_the_training_step(tmp_path):
     assert {"name": "KILN_SHARED_DIR", "value": "/shared"} in env
     assert all("pvcMount" not in c for name, c in configs.items() if name != "exec-pretrain")
     assert check_kfp_pipeline(docs, openshift=True) == []
+
+
+def test_ray_token_reaches_only_the_training_step_by_secret_name(tmp_path, secret_canary):
+    text, docs = _compile(tmp_path, ray_token_secret="kiln-ray-token")
+    secret_canary.assert_absent(text, "compiled pipeline YAML")
+    with_token = {
+        name
+        for name, config in _k8s(docs).items()
+        for s in config["secretAsEnv"]
+        if s["secretName"] == "kiln-ray-token"
+        and {"secretKey": "auth_token", "envVar": "RAY_AUTH_TOKEN"} in s["keyToEnv"]
+    }
+    assert with_token == {"exec-pretrain"}
