@@ -12,7 +12,6 @@ Goals: Kiln ≥ 1.0× nanoGPT tokens/s; Kiln on Ray (1 worker) ≥ 0.95× Kiln p
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -26,13 +25,7 @@ import nanogpt_peer  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--nanogpt", help="nanoGPT checkout (default: $NANOGPT_DIR)")
-    ap.add_argument(
-        "--text", help="tinyshakespeare.txt (default: ../shared/data/tinyshakespeare.txt)"
-    )
+    ap = nanogpt_peer.argument_parser(__doc__)
     ap.add_argument("--iters", type=int, default=300, help="training iterations per run")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     ap.add_argument("--skip-ray", action="store_true", help="skip the Ray Train 1-worker run")

@@ -14,7 +14,6 @@ Goal: Kiln's val bits/byte ≤ nanoGPT's.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -36,13 +35,7 @@ RECIPE = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--nanogpt", help="nanoGPT checkout (default: $NANOGPT_DIR)")
-    ap.add_argument(
-        "--text", help="tinyshakespeare.txt (default: ../shared/data/tinyshakespeare.txt)"
-    )
+    ap = nanogpt_peer.argument_parser(__doc__)
     ap.add_argument("--vocab-size", type=int, default=1024, help="Kiln BPE vocabulary size")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra Kiln overrides")
     ap.add_argument("--budget-s", type=float, help="skip nanoGPT and use this wall-clock budget")

@@ -8,6 +8,7 @@ fetched at run time. Its own 90/10 split is the one Kiln's benchmark uses too.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -40,6 +41,18 @@ class PeerRun:
         # Skip the first iterations (warm-up, and iteration 0 carries an evaluation).
         steady = self.iter_ms[5:] or self.iter_ms
         return self.tokens_per_iter / (statistics.median(steady) / 1000)
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser with the peer options every nanoGPT comparison takes."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--nanogpt", help="nanoGPT checkout (default: $NANOGPT_DIR)")
+    ap.add_argument(
+        "--text", help="tinyshakespeare.txt (default: ../shared/data/tinyshakespeare.txt)"
+    )
+    return ap
 
 
 def locate(arg: str | None) -> Path:
