@@ -113,9 +113,9 @@ class LaunchResult:
     filesystem: object | None = None  # pyarrow filesystem for remote (s3://) storage
 
 
-def _storage(cfg: Config, output_dir: Path) -> tuple[str, object | None]:
-    """Ray storage path and filesystem: local dir, or s3:// with the endpoint from the environment."""
-    path = cfg.dist.storage_path or str((output_dir / "ray").resolve())
+def _storage(path: str) -> tuple[str, object | None]:
+    """Ray storage path and filesystem: a local dir (no filesystem object), or s3:// with the
+    endpoint from the environment."""
     if not path.startswith("s3://"):
         return path, None
     import pyarrow.fs
@@ -160,7 +160,7 @@ def launch(
     latest checkpoint; without it an existing run is an error, so nothing is silently overwritten.
     """
     output_dir = Path(output_dir).resolve()
-    storage_path, storage_fs = _storage(cfg, output_dir)
+    storage_path, storage_fs = _storage(cfg.dist.storage_path or str(output_dir / "ray"))
     if storage_fs is None and not resume and (Path(storage_path) / RUN_NAME).exists():
         raise ValueError(
             f"{Path(storage_path) / RUN_NAME} already holds a run: pass --resume to continue it, or use a new --output"
@@ -234,15 +234,20 @@ def copy_final_checkpoint(result: LaunchResult, destination: Path) -> Path | Non
         return ckpt.save_atomic(destination / "checkpoints", step, writer)
 
 
+def _run_filesystem(storage_path: str):
+    """(path, pyarrow filesystem) of a storage path, local ones included."""
+    import pyarrow.fs
+
+    path, fs = _storage(storage_path)
+    return path, fs or pyarrow.fs.LocalFileSystem()
+
+
 def fetch_latest_checkpoint(storage_path: str, destination: Path) -> Path | None:
     """Copy the newest `step_N` checkpoint of the run stored at `storage_path` (local or
     s3://, as in `dist.storage_path`) into `destination/checkpoints/step_N`."""
     import pyarrow.fs
 
-    cfg = Config()
-    cfg.dist.storage_path = storage_path
-    path, fs = _storage(cfg, destination)
-    fs = fs or pyarrow.fs.LocalFileSystem()
+    path, fs = _run_filesystem(storage_path)
     run = f"{path.rstrip('/')}/{RUN_NAME}"
     found = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
     steps = [
@@ -264,10 +269,7 @@ def run_exists(storage_path: str) -> bool:
     """Whether `storage_path` (local or s3://) already holds a Ray Train run to resume."""
     import pyarrow.fs
 
-    cfg = Config()
-    cfg.dist.storage_path = storage_path
-    path, fs = _storage(cfg, Path("."))
-    fs = fs or pyarrow.fs.LocalFileSystem()
+    path, fs = _run_filesystem(storage_path)
     info = fs.get_file_info(f"{path.rstrip('/')}/{RUN_NAME}")
     return info.type != pyarrow.fs.FileType.NotFound
 
