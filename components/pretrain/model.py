@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.common.config import ModelConfig
+from components.pretrain import kernels
 
 
 def ffn_dim(cfg: ModelConfig) -> int:
@@ -36,32 +37,27 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:  # one fused kernel
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        # Lower precision: normalize in fp32 (as Hugging Face does), scale in the input dtype.
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
-        return self.weight * normed
+        if x.dtype != torch.float32:
+            # Lower precision: normalize in fp32 (as Hugging Face does), scale in the input dtype.
+            normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+            return self.weight * normed
+        if x.device.type == "cpu":  # hand-derived backward: a third of F.rms_norm's cost on CPU
+            return kernels.rms_norm(x, self.weight, self.eps)
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # fused kernels on GPU
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sign-folded sin tables, (max_len, head_dim), in the rotate-half layout."""
+    """cos and sign-folded sin tables, (max_len, head_dim), in HF Llama's rotate-half layout.
+
+    Frequency i rotates the pair (i, i + head_dim/2); sin's first half is negated, so that
+    rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
     sin = emb.sin()
-    sin[:, : head_dim // 2] *= -1  # fold rotate_half's sign into the table
+    sin[:, : head_dim // 2] *= -1
     return emb.cos(), sin
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, heads, hd) by position; pairs are (i, i + hd/2) as in HF Llama.
-
-    `sin` comes from `rope_tables` with its first half negated, so HF's rotate_half(x) = (-x2, x1)
-    becomes a plain swap of the halves.
-    """
-    half = x.shape[-1] // 2
-    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos[:, None] + swapped * sin[:, None]).to(x.dtype)
 
 
 class KVCache:
@@ -100,10 +96,8 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim)
-        qk = apply_rope(qkv[:, :, : H + KV], cos, sin)  # q and k rotated in one go
-        q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, hd)
-        k = qk[:, :, H:].transpose(1, 2)  # (B, KV, T, hd)
-        v = qkv[:, :, H + KV :].transpose(1, 2)  # (B, KV, T, hd)
+        q, k, v = kernels.rotary_qkv(qkv, cos, sin, H)  # q and k rotated by position
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
         past = 0
         if cache is not None:
             past = cache.length
@@ -132,8 +126,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(kernels.swiglu(self.gate_up_proj(x)))  # silu(gate) · up
 
 
 class Block(nn.Module):
@@ -204,9 +197,12 @@ class Llama(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}"
             )
-        cos = self.rope_cos[start : start + T]
-        sin = self.rope_sin[start : start + T]
         x = self.embed_tokens(tokens)  # (B, T, C)
+        cos, sin = kernels.rope_for_heads(  # (T, H + KV, hd), shared by every layer
+            self.rope_cos[start : start + T],
+            self.rope_sin[start : start + T],
+            self.cfg.n_heads + self.cfg.n_kv_heads,
+        )
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:

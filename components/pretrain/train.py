@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from components.common.config import Config
 from components.pretrain import checkpoint as ckpt
 from components.pretrain.data import TokenLoader
+from components.pretrain.host_memory import retain_freed_memory
 from components.pretrain.model import Llama
 from components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
 from components.pretrain.runtime import (
@@ -106,6 +107,8 @@ class Trainer:
         self.cfg, self.runtime, self.tracker = cfg, runtime, tracker
         tokens_dir = self.tokens_dir = local_tokens(tokens_dir, runtime)
         self.device = runtime.device
+        if self.device.type == "cpu":
+            retain_freed_memory()  # no page faults on each step's fresh activations
         self.rank, self.world = runtime.rank, runtime.world_size
         resolve_model_shape(cfg, tokens_dir)
         t, d = cfg.train, cfg.data

@@ -1,0 +1,125 @@
+"""Hand-derived autograd functions for the model's elementwise pieces: RMSNorm, rotary q/k, SwiGLU.
+
+Written as plain torch ops, so they run on any device, but with backward passes derived by hand.
+Autograd's generic versions of these cost more than the matmuls around them at small widths on CPU:
+`F.rms_norm`'s backward is a chain of ~10 kernels, slicing q/k/v out of the fused projection
+zero-fills a full-size gradient per slice and adds them up, and `chunk` + `cat` copies the SwiGLU
+gradient once more. Here every gradient is written once, straight into its final buffer.
+
+Each function equals its reference composite (tests check values and gradients in float64):
+
+    rms_norm(x, w, eps)          == x * rsqrt(mean(x², -1) + eps) * w
+    rotary_qkv(qkv, cos, sin, H) == (rope(q), rope(k), v) with HF's rotate-half convention
+    swiglu(gate_up)              == silu(gate) * up, where gate_up = [gate | up] on the last dim
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        # rstd = 1 / sqrt(mean(x²) + eps), one row-reduction pass
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+        rstd = rstd.div_(x.shape[-1]).add_(eps).rsqrt_()
+        normed = x * rstd
+        ctx.save_for_backward(normed, rstd, weight)
+        return normed * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normed, rstd, weight = ctx.saved_tensors
+        g_normed = grad * normed
+        d_weight = g_normed.reshape(-1, g_normed.shape[-1]).sum(0)
+        # d_x = rstd · (g·w − x̂ · mean(g·w·x̂)); mean(g·w·x̂) as a matrix-vector product
+        mean_gwx = (g_normed @ weight).unsqueeze_(-1).div_(normed.shape[-1])
+        d_x = (grad * weight).mul_(rstd)
+        d_x.addcmul_(normed, mean_gwx * rstd, value=-1)
+        return d_x, d_weight, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension with a gain, computed in x's dtype."""
+    return _RMSNorm.apply(x, weight, eps)
+
+
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((x[..., half:], x[..., :half]), dim=-1)
+
+
+class _RotaryQKV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, cos, sin, n_heads: int):
+        # qkv (B, T, H + 2·KV, hd); cos/sin (T, H + KV, hd), contiguous, so each op below is one
+        # long vectorized loop over a token's q and k instead of many hd-long ones.
+        rotated = cos.shape[1]
+        cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)  # low precision rotates as HF does
+        out = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        qk, out_qk = qkv[:, :, :rotated], out[:, :, :rotated]
+        torch.mul(_swap_halves(qk), sin, out=out_qk).addcmul_(qk, cos)
+        out[:, :, rotated:].copy_(qkv[:, :, rotated:])
+        ctx.save_for_backward(cos, sin)
+        ctx.n_heads = n_heads
+        return out[:, :, :n_heads], out[:, :, n_heads:rotated], out[:, :, rotated:]
+
+    @staticmethod
+    def backward(ctx, d_q, d_k, d_v):
+        cos, sin = ctx.saved_tensors
+        n_heads, rotated = ctx.n_heads, cos.shape[1]
+        ref = next(g for g in (d_q, d_k, d_v) if g is not None)
+        B, T, _, hd = ref.shape
+        kv = rotated - n_heads
+        d_qkv = ref.new_empty(B, T, rotated + kv, hd)
+        for grad, part in zip((d_q, d_k, d_v), d_qkv.split([n_heads, kv, kv], 2), strict=True):
+            part.zero_() if grad is None else part.copy_(grad)
+        # The rotation is orthogonal: its gradient is the rotation by −angle (sin's sign flips).
+        d_qk = d_qkv[:, :, :rotated]
+        swapped = _swap_halves(d_qk)
+        d_qk.mul_(cos).addcmul_(swapped, sin, value=-1)
+        return d_qkv, None, None, None
+
+
+def rope_for_heads(cos: torch.Tensor, sin: torch.Tensor, heads: int):
+    """(T, hd) cos and sign-folded sin tables as the (T, heads, hd) contiguous tables `rotary_qkv` takes."""
+    T, hd = cos.shape
+    return tuple(t[:, None].expand(T, heads, hd).contiguous() for t in (cos, sin))
+
+
+def rotary_qkv(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split a fused (B, T, H + 2·KV, hd) projection into rotated q, rotated k and v, each (B, T, heads, hd).
+
+    `cos`/`sin` are `rope_for_heads` tables, (T, H + KV, hd), for the positions in `qkv`. Pairs
+    are (i, i + hd/2), HF Llama's rotate-half convention, and `sin`'s first half is negated so
+    that rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
+    """
+    return _RotaryQKV.apply(qkv, cos, sin, n_heads)
+
+
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gate_up, act = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        d_gate_up = torch.empty_like(gate_up, memory_format=torch.contiguous_format)
+        d_gate, d_up = d_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, act, out=d_up)
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=d_gate)
+        return d_gate_up
+
+
+def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) · up for a fused [gate | up] projection (last dimension)."""
+    return _SwiGLU.apply(gate_up)

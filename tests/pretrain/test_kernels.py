@@ -1,0 +1,86 @@
+"""The hand-derived autograd functions equal their reference composites, in value and gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from components.pretrain import kernels
+from components.pretrain.model import rope_tables
+
+
+def hf_tables(hd, T, theta=10000.0, dtype=torch.float64):
+    """HF Llama's cos/sin: angles t·θ^(−2i/hd), repeated for both halves."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    emb = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq).repeat(1, 2)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half_reference(x, T):
+    """HF Llama's formula: x·cos + rotate_half(x)·sin."""
+    cos, sin = hf_tables(x.shape[-1], T, dtype=x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos[:, None] + torch.cat((-x2, x1), dim=-1) * sin[:, None]
+
+
+def rotary_reference(qkv, H, KV):
+    q, k, v = qkv.split([H, KV, KV], dim=2)
+    T = qkv.shape[1]
+    return rotate_half_reference(q, T), rotate_half_reference(k, T), v
+
+
+def tables(hd, T, heads, dtype=torch.float64):
+    cos, sin = rope_tables(hd, T, 10000.0)
+    return kernels.rope_for_heads(cos.to(dtype), sin.to(dtype), heads)
+
+
+def test_rms_norm_matches_reference_and_gradcheck():
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-5), ref)
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-5), F.rms_norm(x, (16,), w, 1e-5))
+    assert torch.autograd.gradcheck(lambda a, b: kernels.rms_norm(a, b, 1e-5), (x, w))
+
+
+@pytest.mark.parametrize("H,KV", [(4, 4), (4, 2), (6, 1)])
+def test_rotary_qkv_matches_rotate_half_and_gradcheck(H, KV):
+    hd, T = 8, 7
+    cos, sin = tables(hd, T, H + KV)
+    qkv = torch.randn(2, T, H + 2 * KV, hd, dtype=torch.float64, requires_grad=True)
+    for got, want in zip(
+        kernels.rotary_qkv(qkv, cos, sin, H), rotary_reference(qkv, H, KV), strict=True
+    ):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda t: kernels.rotary_qkv(t, cos, sin, H), (qkv,))
+
+
+def test_rotary_qkv_gradient_when_only_some_outputs_are_used():
+    cos, sin = tables(8, 5, 3)
+    qkv = torch.randn(1, 5, 4, 8, dtype=torch.float64, requires_grad=True)
+    q, _, v = kernels.rotary_qkv(qkv, cos, sin, 2)
+    (q.sum() + v.sum()).backward()
+    ref = qkv.detach().clone().requires_grad_()
+    rq, _, rv = rotary_reference(ref, 2, 1)
+    (rq.sum() + rv.sum()).backward()
+    torch.testing.assert_close(qkv.grad, ref.grad)
+
+
+def test_rotary_qkv_on_a_non_contiguous_view_and_in_bf16():
+    cos, sin = tables(8, 6, 3, torch.float32)
+    wide = torch.randn(2, 6, 5, 8)
+    qkv = wide[:, :, :4]  # a strided view
+    for got, want in zip(
+        kernels.rotary_qkv(qkv, cos, sin, 2), rotary_reference(qkv, 2, 1), strict=True
+    ):
+        torch.testing.assert_close(got, want)
+    low = kernels.rotary_qkv(qkv.bfloat16(), cos, sin, 2)  # fp32 tables, bf16 activations
+    assert all(t.dtype == torch.bfloat16 for t in low)
+    want = rotary_reference(qkv, 2, 1)[0]
+    torch.testing.assert_close(low[0].float(), want, atol=0.05, rtol=0.02)
+
+
+def test_swiglu_matches_reference_and_gradcheck():
+    gate_up = torch.randn(3, 4, 10, dtype=torch.float64, requires_grad=True)
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(kernels.swiglu(gate_up), F.silu(gate) * up)
+    assert torch.autograd.gradcheck(kernels.swiglu, (gate_up,))
