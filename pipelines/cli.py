@@ -12,7 +12,22 @@ import logging
 import sys
 
 # Order here is the order shown by `kiln --help`.
-COMMANDS = ["ingest", "tokenize", "train", "evaluate", "publish", "generate", "config", "models", "artifacts", "run", "compile", "submit", "runs", "deploy"]
+COMMANDS = [
+    "ingest",
+    "tokenize",
+    "train",
+    "evaluate",
+    "publish",
+    "generate",
+    "config",
+    "models",
+    "artifacts",
+    "run",
+    "compile",
+    "submit",
+    "runs",
+    "deploy",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
