@@ -38,7 +38,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from components.common.config import Config, from_dict
 from components.pretrain import checkpoint as ckpt
 from components.pretrain.runtime import Runtime
-from components.pretrain.train import Trainer
+from components.pretrain.train import Trainer, local_param_count
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"
@@ -84,7 +84,8 @@ def train_loop_per_worker(config: dict) -> None:
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    # Where each worker landed (node, pid, device): for debugging placement and for the tests.
+    trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
+    # Where each worker landed and what it holds: for debugging placement and for the tests.
     placement = Path(config["output_dir"]) / "workers"
     placement.mkdir(parents=True, exist_ok=True)
     where = {
@@ -94,6 +95,8 @@ def train_loop_per_worker(config: dict) -> None:
         "pid": os.getpid(),
         "device": str(runtime.device),
         "torch_threads": torch.get_num_threads(),
+        "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
+        "local_params": local_param_count(trainer.model),
     }
     (placement / f"rank_{runtime.rank}.json").write_text(json.dumps(where))
     log.info(
@@ -103,7 +106,7 @@ def train_loop_per_worker(config: dict) -> None:
         where["pid"],
         where["device"],
     )
-    Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime).fit()
+    trainer.fit()
 
 
 @dataclass

@@ -100,6 +100,13 @@ def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Mod
     )
 
 
+def local_param_count(model: torch.nn.Module) -> int:
+    """Parameter elements this rank holds: all of them, or its shards under FSDP."""
+    return sum(
+        p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters()
+    )
+
+
 class Trainer:
     def __init__(
         self, cfg: Config, tokens_dir: str | Path, runtime: Runtime, tracker: Tracker | None = None

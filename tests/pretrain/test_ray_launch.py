@@ -123,6 +123,32 @@ def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, token
     assert all(torch.equal(recovered[k], weights[k]) for k in weights)
 
 
+def test_fsdp_trains_like_ddp_and_resumes(straight, tokens_dir, tmp_path):
+    """FSDP2 (sharded parameters, gradients and optimizer state) follows the DDP run step for step,
+    and its full-state checkpoints resume it."""
+    ddp_losses, ddp_weights = straight
+    cfg = two_worker_cfg(_tiny())
+    cfg.dist.strategy = "fsdp"
+    cfg.train.stop_after_steps = 30
+    launch(cfg, tokens_dir, tmp_path)
+    cfg.train.stop_after_steps = 0
+    result = launch(cfg, tokens_dir, tmp_path, resume=True)
+    held = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
+    total = sum(t.numel() for t in ddp_weights.values())
+    assert [h["strategy"] for h in held] == ["fsdp", "fsdp"]
+    assert sum(h["local_params"] for h in held) == total  # each rank holds only its shards
+    assert all(h["local_params"] < 0.6 * total for h in held)
+    losses = read_train_log(tmp_path)
+    assert sorted(losses) == sorted(ddp_losses)
+    # Same data and init; only the order of floating-point sums in the gradient reductions differs.
+    for step, loss in ddp_losses.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step
+    weights = final_weights(result, tmp_path)
+    assert weights.keys() == ddp_weights.keys()  # gathered to full, unsharded tensors
+    for name, tensor in ddp_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-3, atol=1e-4)
+
+
 @pytest.fixture
 def two_node_cluster():
     from ray.cluster_utils import Cluster
