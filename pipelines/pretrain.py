@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from kfp import dsl
 from kfp import kubernetes as k8s
 
-from components.common.component import prepare
+from components.common.component import finalize, prepare
 from components.evaluate.component import evaluate
 from components.ingest.component import ingest
 from components.pretrain.component import pretrain
@@ -126,59 +126,72 @@ def build_pipeline(opts: PipelineOptions | None = None):
             baseline_model: compare with this model in evaluate (models:/NAME@champion, s3://).
             run_id: write to this existing MLflow run ('' = a new one).
         """
-        prep = prepare(
+        # Runs last whatever happened: a failed or cancelled run's MLflow run is closed FAILED/KILLED.
+        final = finalize(
             preset=preset,
             overrides=overrides,
-            model_name=model_name,
-            s3_bucket=s3_bucket,
             mlflow_uri=mlflow_uri,
-            ray_address=ray_address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
             run_id=run_id,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_caching_options(False)
-        config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
+        final.set_display_name("finalize")
+        _harden(final, opts)
+        with dsl.ExitHandler(final, name="kiln-run"):
+            prep = prepare(
+                preset=preset,
+                overrides=overrides,
+                model_name=model_name,
+                s3_bucket=s3_bucket,
+                mlflow_uri=mlflow_uri,
+                ray_address=ray_address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                run_id=run_id,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_caching_options(False)
+            config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
 
-        data = ingest(corpus_uri=corpus_uri, config_json=config_json)
-        toks = tokenize(dataset=data.outputs["dataset"], config_json=config_json)
-        train = pretrain(tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run)
-        train.set_caching_options(False)
-        train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
-        train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
-        if opts.ray_token_secret:
-            k8s.use_secret_as_env(
-                train,
-                secret_name=opts.ray_token_secret,
-                secret_key_to_env={opts.ray_token_key: "RAY_AUTH_TOKEN"},
+            data = ingest(corpus_uri=corpus_uri, config_json=config_json)
+            toks = tokenize(dataset=data.outputs["dataset"], config_json=config_json)
+            train = pretrain(
+                tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run
             )
-            train.set_env_variable("RAY_AUTH_MODE", "token")
-        if opts.shared_pvc:
-            k8s.mount_pvc(train, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
-            train.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
-        if opts.gpu_toleration:
-            k8s.add_toleration(
-                train, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule"
-            )
-        ev = evaluate(
-            trained=train.outputs["trained"],
-            tokens=toks.outputs["tokens"],
-            config_json=config_json,
-            run_id=mlflow_run,
-            baseline_model=baseline_model,
-        ).set_caching_options(False)
-        pub = publish(
-            trained=train.outputs["trained"],
-            report=ev.outputs["report"],
-            tokens=toks.outputs["tokens"],
-            config_json=config_json,
-            run_id=mlflow_run,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_caching_options(False)
-        for task in (prep, data, toks, train, ev, pub):
-            _harden(task, opts)
-        for task in (prep, data, toks, ev, pub):
-            task.set_display_name(task.name.replace("-", " "))
+            train.set_caching_options(False)
+            train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
+            train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
+            if opts.ray_token_secret:
+                k8s.use_secret_as_env(
+                    train,
+                    secret_name=opts.ray_token_secret,
+                    secret_key_to_env={opts.ray_token_key: "RAY_AUTH_TOKEN"},
+                )
+                train.set_env_variable("RAY_AUTH_MODE", "token")
+            if opts.shared_pvc:
+                k8s.mount_pvc(train, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
+                train.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
+            if opts.gpu_toleration:
+                k8s.add_toleration(
+                    train, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule"
+                )
+            ev = evaluate(
+                trained=train.outputs["trained"],
+                tokens=toks.outputs["tokens"],
+                config_json=config_json,
+                run_id=mlflow_run,
+                baseline_model=baseline_model,
+            ).set_caching_options(False)
+            pub = publish(
+                trained=train.outputs["trained"],
+                report=ev.outputs["report"],
+                tokens=toks.outputs["tokens"],
+                config_json=config_json,
+                run_id=mlflow_run,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_caching_options(False)
+            for task in (prep, data, toks, train, ev, pub):
+                _harden(task, opts)
+            for task in (prep, data, toks, ev, pub):
+                task.set_display_name(task.name.replace("-", " "))
 
     return kiln_pretrain
 

@@ -1,4 +1,4 @@
-"""KFP component: resolve the run's config and open its MLflow run (the pipeline's first step)."""
+"""KFP components around the stages: `prepare` (config + MLflow run, first) and `finalize` (exit handler)."""
 # No `from __future__ import annotations`: KFP reads the real type annotations.
 
 from typing import NamedTuple
@@ -51,4 +51,39 @@ def prepare(
         ray_address=ray_address,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
+    )
+
+
+@dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
+def finalize(
+    preset: str,
+    overrides: str,
+    mlflow_uri: str,
+    run_id: str,
+    pipeline_run_id: str,
+    status: dsl.PipelineTaskFinalStatus,
+) -> str:
+    """End the run's MLflow run however the pipeline ended (runs as the pipeline's exit handler).
+
+    Args:
+        preset: the pipeline's preset (to find the tracking settings).
+        overrides: the pipeline's overrides.
+        mlflow_uri: MLflow tracking URI ('' = $MLFLOW_TRACKING_URI).
+        run_id: the MLflow run given to the pipeline ('' = the one tagged with the KFP run id).
+        pipeline_run_id: the KFP run id.
+        status: the final state of the pipeline's other steps (set by KFP).
+
+    Returns:
+        The MLflow run's final status: FINISHED, FAILED or KILLED ('' when not tracking).
+    """
+    from components.common.pipeline_run import finish_run
+
+    return finish_run(
+        preset,
+        overrides,
+        mlflow_uri=mlflow_uri,
+        run_id=run_id,
+        pipeline_run_id=pipeline_run_id,
+        state=status.state,
+        error=status.error_message,
     )

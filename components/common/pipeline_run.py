@@ -6,6 +6,7 @@ every later step gets both as plain string parameters:
     config_json, run_id = prepare_run("tiny", '["train.max_steps=50"]', model_name="m")
     cfg = step_config(config_json)                 # in a later step
     tracker = step_tracker(cfg, run_id)            # joins that run (NullTracker when off)
+    finish_run("tiny", overrides, pipeline_run_id=..., state="FAILED")  # the exit handler
 
 Pipeline parameters win over the preset and overrides for the fields they name (model name,
 S3 bucket, MLflow URI, workers, GPUs, Ray address); empty/negative parameters keep the config's.
@@ -15,11 +16,20 @@ No kfp here: the components call these functions, tests call them directly.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 from components.common.config import Config, from_dict, load_config, validate
-from components.common.tracking import Tracker, make_tracker, start_pipeline_run
+from components.common.tracking import (
+    Tracker,
+    close_pipeline_run,
+    find_pipeline_run,
+    make_tracker,
+    start_pipeline_run,
+)
+
+log = logging.getLogger("kiln.pipeline")
 
 WORKDIR_ENV = "KILN_WORKDIR"
 
@@ -113,6 +123,37 @@ def prepare_run(
         tracker.set_tags(tags)
     tracker.log_params(cfg.to_dict())
     return cfg.to_json(), run_id
+
+
+# KFP's final pipeline states -> MLflow run statuses
+RUN_STATUS = {"SUCCEEDED": "FINISHED", "CANCELED": "KILLED", "CANCELLED": "KILLED"}
+
+
+def finish_run(
+    preset: str,
+    overrides: str,
+    *,
+    mlflow_uri: str = "",
+    run_id: str = "",
+    pipeline_run_id: str = "",
+    state: str = "FAILED",
+    error: str = "",
+) -> str:
+    """End the pipeline's MLflow run however the pipeline ended (the pipeline's exit handler).
+
+    The run is `run_id`, else the one `prepare_run` tagged with `pipeline_run_id`. A pipeline that
+    failed or was cancelled before publish leaves its run RUNNING: it becomes FAILED / KILLED, with
+    the error as the `pipeline_error` tag. Returns the run's final status ('' when there is no run).
+    """
+    cfg = resolve_config(preset, overrides, mlflow_uri=mlflow_uri)
+    run_id = run_id or find_pipeline_run(cfg, pipeline_run_id, workdir())
+    status = RUN_STATUS.get(state.upper(), "FAILED")
+    final = close_pipeline_run(
+        cfg, run_id, status, error if status != "FINISHED" else "", workdir()
+    )
+    if run_id:
+        log.info("pipeline %s ended %s: MLflow run %s is %s", pipeline_run_id, state, run_id, final)
+    return final
 
 
 def step_config(config_json: str) -> Config:

@@ -287,3 +287,39 @@ def end_pipeline_run(
     if run_id and cfg.tracking.backend == "mlflow":
         uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
         mlflow_client(uri).set_terminated(run_id, status)
+
+
+def find_pipeline_run(cfg: Any, pipeline_run_id: str, workdir: str | Path = "kiln-work") -> str:
+    """The id of the MLflow run tagged with KFP run `pipeline_run_id` ('' if none or not MLflow)."""
+    if not pipeline_run_id or cfg.tracking.backend != "mlflow":
+        return ""
+    client = mlflow_client(resolve_tracking_uri(cfg.tracking.uri, workdir))
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        return ""
+    quoted = pipeline_run_id.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.pipeline_run_id = '{quoted}'", max_results=2
+    )
+    if len(runs) > 1:
+        raise RuntimeError(f"more than one MLflow run is tagged pipeline_run_id={pipeline_run_id}")
+    return runs[0].info.run_id if runs else ""
+
+
+def close_pipeline_run(
+    cfg: Any, run_id: str, status: str, error: str = "", workdir: str | Path = "kiln-work"
+) -> str:
+    """End a run still RUNNING with `status` (recording `error` as a tag); returns its final status.
+
+    A run a step already ended (publish marks it FINISHED) keeps its status.
+    """
+    if not run_id or cfg.tracking.backend != "mlflow":
+        return ""
+    client = mlflow_client(resolve_tracking_uri(cfg.tracking.uri, workdir))
+    current = client.get_run(run_id).info.status
+    if current != "RUNNING":
+        return current
+    if error:
+        client.set_tag(run_id, "pipeline_error", redact(error)[:5000])
+    client.set_terminated(run_id, status)
+    return status

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
+from pathlib import Path
 
 from components.common.config import PRESETS
 
@@ -105,6 +107,12 @@ examples:
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a summary"
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream the KFP runner's full output (every step's executor input/output); by "
+        "default it goes to WORKDIR/kiln-run.log and the terminal shows steps and progress",
+    )
     p.set_defaults(func=run)
 
 
@@ -147,6 +155,7 @@ def _summary(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.console import RunConsole
     from pipelines.local import LocalRun, run_local
 
     local = LocalRun(
@@ -161,7 +170,13 @@ def run(args: argparse.Namespace) -> int:
         baseline_model=args.baseline,
     )
     try:
-        result = run_local(local)
+        if args.verbose:
+            result = run_local(local)
+        else:
+            log_path = Path(args.workdir) / "kiln-run.log"
+            print(f"kiln run: the full step log is in {log_path}", flush=True)
+            with RunConsole(log_path) as console, contextlib.redirect_stdout(console):
+                result = run_local(local)
     except RuntimeError as e:
         # A failed step: its log is above, and the MLflow run is marked FAILED.
         print(f"kiln run: {_ANSI.sub('', str(e))}", file=sys.stderr)

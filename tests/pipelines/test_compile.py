@@ -7,7 +7,8 @@ from components.common.images import image_ref
 from components.common.pod_security import check_kfp_pipeline
 from pipelines.pretrain import DATA_CONNECTION_KEYS, PipelineOptions, compile_pipeline
 
-STEPS = {"prepare", "ingest", "tokenize", "pretrain", "evaluate", "publish"}
+STAGES = {"prepare", "ingest", "tokenize", "pretrain", "evaluate", "publish"}
+STEPS = STAGES | {"finalize"}
 
 
 def _compile(tmp_path, **opts) -> tuple[str, list[dict]]:
@@ -83,9 +84,18 @@ def test_training_step_requests_gpus_and_tolerates_the_taint(tmp_path):
             assert "accelerator" not in executor["container"].get("resources", {}), name
 
 
+def _all_tasks(spec: dict) -> dict:
+    """Every task of the pipeline, including those inside groups (the exit handler's)."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
 def test_caching_only_on_pure_steps(tmp_path):
     _, docs = _compile(tmp_path)
-    tasks = _spec(docs)["root"]["dag"]["tasks"]
+    tasks = _all_tasks(_spec(docs))
+    assert set(tasks) >= STEPS
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
     assert cached == {"ingest", "tokenize"}
 
@@ -129,3 +139,15 @@ def test_ray_token_reaches_only_the_training_step_by_secret_name(tmp_path, secre
         and {"secretKey": "auth_token", "envVar": "RAY_AUTH_TOKEN"} in s["keyToEnv"]
     }
     assert with_token == {"exec-pretrain"}
+
+
+def test_finalize_runs_as_the_exit_handler_of_every_stage(tmp_path):
+    _, docs = _compile(tmp_path)
+    spec = _spec(docs)
+    tasks = spec["root"]["dag"]["tasks"]
+    [group] = [name for name in tasks if name != "finalize"]
+    final = tasks["finalize"]
+    assert final["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs on failure
+    assert final["inputs"]["parameters"]["status"]["taskFinalStatus"]["producerTask"] == group
+    inner = spec["components"][tasks[group]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == STAGES

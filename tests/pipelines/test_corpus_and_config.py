@@ -101,9 +101,44 @@ def test_kiln_run_reports_a_failed_step_and_marks_the_run_failed(tmp_path, monke
     empty.write_text('{"text": "too short"}\n')  # every document filtered: tokenize has no text
     code = main(["run", "--workdir", str(tmp_path / "w"), "--data", str(empty), "--workers", "0"])
     assert code == 1
-    err = capsys.readouterr().err
-    assert "kiln run: Pipeline 'kiln-pretrain' finished with status FAILURE" in err
+    captured = capsys.readouterr()
+    assert "kiln run: Pipeline 'kiln-pretrain' finished with status FAILURE" in captured.err
+    # The terminal names the failed step and shows the end of its log (the error), not KFP's dump.
+    failed = [line for line in captured.out.splitlines() if line.startswith("✗ ")]
+    assert len(failed) == 1 and "FAILURE" in failed[0]
+    assert "Error" in captured.out.split(failed[0], 1)[1]
+    assert "executor_input" not in captured.out
+    assert "executor_input" in (tmp_path / "w" / "kiln-run.log").read_text()  # all of it is kept
     client = MlflowClient(f"sqlite:///{(tmp_path / 'w').resolve()}/mlflow.db")
     [exp] = [e for e in client.search_experiments() if e.name == "kiln"]
     [run] = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_exit_handler_closes_the_run_prepare_opened_when_a_step_fails(tmp_path, monkeypatch):
+    """As on a cluster: no caller-made run, `prepare` opens one, a later step fails, and the
+    pipeline's exit handler (`finalize`) marks that run FAILED with the error."""
+    import kfp.local
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.pretrain import build_pipeline
+
+    for key in ("AWS_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("KILN_WORKDIR", str(tmp_path / "w"))
+    monkeypatch.setenv("KILN_S3_LOCAL_ROOT", str(tmp_path / "s3"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "too short"}\n')  # every document filtered: a later step fails
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp"),
+        raise_on_error=False,
+    )
+    build_pipeline()(corpus_uri=str(empty), mlflow_uri=uri, workers=0)
+    client = MlflowClient(uri)
+    [exp] = [e for e in client.search_experiments() if e.name == "kiln"]
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.data.tags["pipeline_run_id"]  # opened by prepare, found again by that tag
+    assert run.info.status == "FAILED"
+    assert "failed" in run.data.tags["pipeline_error"]  # KFP's message for the failed group

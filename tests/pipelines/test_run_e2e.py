@@ -93,7 +93,9 @@ def e2e(tmp_path_factory, mlflow_server, moto_endpoint):
     assert code == 0, err.getvalue()[-3000:] + text[-3000:]
     result = json.loads(text[text.rindex("\n{") + 1 :] if "\n{" in text else text)
     try:
-        yield {"result": result, "log": text + err.getvalue(), "s3": s3, "canary": canary}
+        step_log = (work / "w" / "kiln-run.log").read_text()  # every step's full output
+        log = text + err.getvalue() + step_log
+        yield {"result": result, "log": log, "s3": s3, "canary": canary}
     finally:
         mp.undo()
 
