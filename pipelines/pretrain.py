@@ -151,8 +151,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
             ).set_caching_options(False)
             config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
 
-            data = ingest(corpus_uri=corpus_uri, config_json=config_json)
-            toks = tokenize(dataset=data.outputs["dataset"], config_json=config_json)
+            # The data steps get only their config section: their cache survives other changes.
+            data = ingest(corpus_uri=corpus_uri, config_json=prep.outputs["ingest_config"])
+            toks = tokenize(
+                dataset=data.outputs["dataset"], config_json=prep.outputs["tokenize_config"]
+            )
             train = pretrain(
                 tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run
             )

@@ -20,7 +20,7 @@ def prepare(
     gpus_per_worker: int,
     run_id: str,
     pipeline_run_id: str,
-) -> NamedTuple("Prepared", config_json=str, run_id=str):
+) -> NamedTuple("Prepared", config_json=str, run_id=str, ingest_config=str, tokenize_config=str):
     """Resolve the Kiln config and open the MLflow run every later step writes to.
 
     Args:
@@ -36,7 +36,8 @@ def prepare(
         pipeline_run_id: the KFP run id, recorded as a tag.
 
     Returns:
-        config_json: the resolved config; run_id: the MLflow run id ('' when not tracking).
+        config_json: the resolved config; run_id: the MLflow run id ('' when not tracking);
+        ingest_config / tokenize_config: only the section each data step reads (its cache key).
     """
     from components.common.pipeline_run import prepare_run
 

@@ -3,7 +3,7 @@
 The pipeline's first step resolves the config once from its parameters and opens the MLflow run;
 every later step gets both as plain string parameters:
 
-    config_json, run_id = prepare_run("tiny", '["train.max_steps=50"]', model_name="m")
+    config_json, run_id, *_ = prepare_run("tiny", '["train.max_steps=50"]', model_name="m")
     cfg = step_config(config_json)                 # in a later step
     tracker = step_tracker(cfg, run_id)            # joins that run (NullTracker when off)
     finish_run("tiny", overrides, pipeline_run_id=..., state="FAILED")  # the exit handler
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from components.common.config import Config, from_dict, load_config, validate
 from components.common.tracking import (
@@ -96,6 +96,23 @@ def resolve_config(
     return cfg
 
 
+class PreparedRun(NamedTuple):
+    config_json: str  # the whole resolved config
+    run_id: str  # the MLflow run ('' when tracking is not MLflow)
+    ingest_config: str  # only the `ingest` section: the cache key of the ingest step
+    tokenize_config: str  # only the `tokenizer` section: the cache key of the tokenize step
+
+
+def section_json(cfg: Config, *sections: str) -> str:
+    """A config JSON holding only `sections` (the rest stays at defaults when read back).
+
+    The data steps get this instead of the whole config, so KFP's cache (keyed on a step's
+    inputs) still hits when only training, evaluation or publishing settings change.
+    """
+    full = cfg.to_dict()
+    return json.dumps({name: full[name] for name in sections}, indent=2, sort_keys=True)
+
+
 def prepare_run(
     preset: str,
     overrides: str = "",
@@ -103,7 +120,7 @@ def prepare_run(
     run_id: str = "",
     pipeline_run_id: str = "",
     **params: Any,
-) -> tuple[str, str]:
+) -> PreparedRun:
     """Resolve the config and open (or join) the pipeline's MLflow run; log the config as params.
 
     Args:
@@ -112,7 +129,7 @@ def prepare_run(
         pipeline_run_id: the KFP run id, recorded as the `pipeline_run_id` tag.
 
     Returns:
-        (resolved config as JSON, MLflow run id or '' when tracking is not MLflow).
+        The resolved config as JSON, the MLflow run id, and the data steps' config sections.
     """
     cfg = resolve_config(preset, overrides, **params)
     tags = {"pipeline_run_id": pipeline_run_id, "kiln.preset": preset or "tiny"}
@@ -122,7 +139,9 @@ def prepare_run(
     if run_id:
         tracker.set_tags(tags)
     tracker.log_params(cfg.to_dict())
-    return cfg.to_json(), run_id
+    return PreparedRun(
+        cfg.to_json(), run_id, section_json(cfg, "ingest"), section_json(cfg, "tokenizer")
+    )
 
 
 # KFP's final pipeline states -> MLflow run statuses
@@ -157,7 +176,8 @@ def finish_run(
 
 
 def step_config(config_json: str) -> Config:
-    """The Config a step received as JSON (from `prepare_run`)."""
+    """The Config a step received as JSON (from `prepare_run`; a `section_json` reads back with
+    the other sections at their defaults)."""
     try:
         data = json.loads(config_json)
     except json.JSONDecodeError as e:

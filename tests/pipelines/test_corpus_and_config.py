@@ -74,14 +74,14 @@ def test_prepare_run_opens_one_run_with_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_WORKDIR", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    config_json, run_id = prepare_run("tiny", "train.max_steps=9", pipeline_run_id="kfp-123")
+    config_json, run_id, *_ = prepare_run("tiny", "train.max_steps=9", pipeline_run_id="kfp-123")
     assert run_id and step_config(config_json).train.max_steps == 9
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient().get_run(run_id)
     assert run.data.params["train.max_steps"] == "9"
     assert run.data.tags["pipeline_run_id"] == "kfp-123"
-    again_json, again = prepare_run("tiny", "train.max_steps=9", run_id=run_id)
+    again_json, again, *_ = prepare_run("tiny", "train.max_steps=9", run_id=run_id)
     assert again == run_id and again_json == config_json  # a given run is joined, not duplicated
 
 
@@ -142,3 +142,22 @@ def test_exit_handler_closes_the_run_prepare_opened_when_a_step_fails(tmp_path, 
     assert run.data.tags["pipeline_run_id"]  # opened by prepare, found again by that tag
     assert run.info.status == "FAILED"
     assert "failed" in run.data.tags["pipeline_error"]  # KFP's message for the failed group
+
+
+def test_data_steps_get_only_their_section_so_their_cache_survives_other_changes(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KILN_WORKDIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    cfg = '["tracking.backend=none", "train.max_steps=9"]'
+    base = prepare_run("tiny", cfg)
+    other_training = prepare_run("tiny", cfg.replace("max_steps=9", "max_steps=500"))
+    assert other_training.ingest_config == base.ingest_config
+    assert other_training.tokenize_config == base.tokenize_config
+    assert other_training.config_json != base.config_json
+    other_vocab = prepare_run("tiny", cfg.replace("]", ', "tokenizer.vocab_size=512"]'))
+    assert other_vocab.ingest_config == base.ingest_config
+    assert other_vocab.tokenize_config != base.tokenize_config
+    # A section reads back as the full config the step expects, other sections at defaults.
+    assert step_config(other_vocab.tokenize_config).tokenizer.vocab_size == 512
+    assert set(json.loads(base.ingest_config)) == {"ingest"}
