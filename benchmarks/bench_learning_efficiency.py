@@ -58,7 +58,7 @@ def main() -> None:
             flush=True,
         )
 
-    from components.common.config import EvalConfig, TokenizerConfig
+    from components.common.config import EvalConfig, TokenizerConfig, load_config
     from components.evaluate import evaluate
     from components.tokenization.pipeline import run_tokenize
 
@@ -68,7 +68,8 @@ def main() -> None:
     calib = kiln_runs.train(
         work / "tokens", work / "calib", [*recipe, "train.max_steps=60", "train.eval_every=1000"]
     )
-    tokens_per_step = 16 * 128
+    cfg = load_config("tiny", overrides=recipe)  # the preset `kiln_runs.train` starts from
+    tokens_per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
     overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
     steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
     print(
