@@ -280,20 +280,27 @@ def start_pipeline_run(
     return tracker.run_id or ""
 
 
+def _pipeline_client(cfg: Any, workdir: str | Path) -> Any:
+    """The MlflowClient of `cfg.tracking`, or None when tracking is not MLflow."""
+    if cfg.tracking.backend != "mlflow":
+        return None
+    return mlflow_client(resolve_tracking_uri(cfg.tracking.uri, workdir))
+
+
 def end_pipeline_run(
     cfg: Any, run_id: str, status: str = "FINISHED", workdir: str | Path = "kiln-work"
 ) -> None:
     """Mark the pipeline's MLflow run FINISHED / FAILED / KILLED (no-op without a run id)."""
-    if run_id and cfg.tracking.backend == "mlflow":
-        uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
-        mlflow_client(uri).set_terminated(run_id, status)
+    client = _pipeline_client(cfg, workdir) if run_id else None
+    if client is not None:
+        client.set_terminated(run_id, status)
 
 
 def find_pipeline_run(cfg: Any, pipeline_run_id: str, workdir: str | Path = "kiln-work") -> str:
     """The id of the MLflow run tagged with KFP run `pipeline_run_id` ('' if none or not MLflow)."""
-    if not pipeline_run_id or cfg.tracking.backend != "mlflow":
+    client = _pipeline_client(cfg, workdir) if pipeline_run_id else None
+    if client is None:
         return ""
-    client = mlflow_client(resolve_tracking_uri(cfg.tracking.uri, workdir))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return ""
@@ -313,9 +320,9 @@ def close_pipeline_run(
 
     A run a step already ended (publish marks it FINISHED) keeps its status.
     """
-    if not run_id or cfg.tracking.backend != "mlflow":
+    client = _pipeline_client(cfg, workdir) if run_id else None
+    if client is None:
         return ""
-    client = mlflow_client(resolve_tracking_uri(cfg.tracking.uri, workdir))
     current = client.get_run(run_id).info.status
     if current != "RUNNING":
         return current
