@@ -6,7 +6,7 @@ tests run on their own; `tests/publish/conftest.py` reuses `train_model` from he
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 from pathlib import Path
 
 import pytest
@@ -15,17 +15,10 @@ from components.common.config import load_config
 from components.pretrain.export import export_checkpoint
 from components.pretrain.train import train
 
-
-def load_by_path(path: Path, name: str):
-    """Import a helper module from a file (tests are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_pretrain = load_by_path(Path(__file__).parents[1] / "pretrain" / "conftest.py", "_kiln_pt_conf")
-make_tokens_dir = _pretrain.make_tokens_dir
+# Tests are not a package: the pretrain tests' helpers are read from their file.
+make_tokens_dir = runpy.run_path(str(Path(__file__).parents[1] / "pretrain" / "conftest.py"))[
+    "make_tokens_dir"
+]
 
 TINY = [
     "model.dim=32",

@@ -5,7 +5,7 @@ Training helpers come from `tests/evaluate/conftest.py`, loaded by path (tests a
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 from pathlib import Path
 
 import pytest
@@ -13,25 +13,17 @@ import pytest
 from components.common.config import EvalConfig
 from components.evaluate import evaluate
 
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_helpers = _load(Path(__file__).parents[1] / "evaluate" / "conftest.py", "_kiln_eval_conf")
+_helpers = runpy.run_path(str(Path(__file__).parents[1] / "evaluate" / "conftest.py"))
 FAST = {"max_tokens": 3000, "sample_tokens": 8, "prompts": ["The ", "Once upon a time"]}
 
 
 @pytest.fixture(scope="session")
 def tokens_dir(tmp_path_factory) -> Path:
-    return _helpers.make_tokens_dir(tmp_path_factory.mktemp("tokens"))
+    return _helpers["make_tokens_dir"](tmp_path_factory.mktemp("tokens"))
 
 
 def _run(tokens_dir: Path, root: Path, steps: int, **gate) -> dict[str, Path]:
-    model = _helpers.train_model(tokens_dir, root / "train", steps)
+    model = _helpers["train_model"](tokens_dir, root / "train", steps)
     evaluate(str(model), str(tokens_dir), str(root / "eval"), EvalConfig(**FAST, **gate))
     return {"model": model, "train": root / "train", "eval": root / "eval" / "eval.json"}
 

@@ -4,9 +4,9 @@ aliases, and --apply creates/replaces the object on a fake Kubernetes API server
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
+import runpy
 import shlex
 import uuid
 from pathlib import Path
@@ -21,20 +21,12 @@ from components.common.registry import CHAMPION, ModelRegistry
 from components.publish import publish
 from pipelines.cli import build_parser, main
 
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Reuse the platform tests' CRD validator and fake Kubernetes API (tests are no package).
-_platform = _load(Path(__file__).parents[1] / "platform" / "conftest.py", "_kiln_platform_conf")
+_platform = runpy.run_path(str(Path(__file__).parents[1] / "platform" / "conftest.py"))
 crd_schemas, validate_crd, fake_kube = (
-    _platform.crd_schemas,
-    _platform.validate_crd,
-    _platform.fake_kube,
+    _platform["crd_schemas"],
+    _platform["validate_crd"],
+    _platform["fake_kube"],
 )
 
 
