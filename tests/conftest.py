@@ -284,12 +284,6 @@ def secret_canary(monkeypatch: pytest.MonkeyPatch) -> SecretCanary:
 
 
 # ------------------------------------------------------------------------------------- Ray head
-def _free_ray_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def ray_head(tmp_path):
     """`ray start --head --block` on 127.0.0.1 with the dashboard (Jobs API).
@@ -304,7 +298,7 @@ def ray_head(tmp_path):
     if ray.is_initialized():
         ray.shutdown()
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
-    port, dash, agent, agent_grpc, metrics, renv = (_free_ray_port() for _ in range(6))
+    port, dash, agent, agent_grpc, metrics, renv = (free_port() for _ in range(6))
     # As in the cluster image, `kiln` is on the head's PATH (the job entrypoint is `kiln train ...`).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PATH": path}
@@ -321,15 +315,7 @@ def ray_head(tmp_path):
     )
     url = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2)
-                break
-            except OSError:
-                if head.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp_path / "ray-head.log").read_text()[-2000:]) from None
-                time.sleep(0.5)
+        _wait_http(f"{url}/api/version", head, 120, tmp_path / "ray-head.log")
         yield url
     finally:
         os.killpg(head.pid, signal.SIGTERM)
