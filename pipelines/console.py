@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # KFP colours task names and statuses
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _PROGRESS = re.compile(r"(step \d+/\d+ \|.*|step \d+: val loss.*|sample @\d+:.*)$")
@@ -32,6 +32,11 @@ _NOISE = (
     "Loading KFP component",
     "executor_input",
 )
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without terminal colour codes."""
+    return _ANSI.sub("", text)
 
 
 class RunConsole(io.TextIOBase):
@@ -54,7 +59,7 @@ class RunConsole(io.TextIOBase):
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            self._show(_ANSI.sub("", line).rstrip())
+            self._show(line)
         return len(text)
 
     def flush(self) -> None:
@@ -65,7 +70,7 @@ class RunConsole(io.TextIOBase):
     def close(self) -> None:
         """Close the log file; the stream itself stays usable (it then writes straight through)."""
         if self.pending:
-            self._show(_ANSI.sub("", self.pending).rstrip())
+            self._show(self.pending)
             self.pending = ""
         self.log.close()
 
@@ -74,6 +79,7 @@ class RunConsole(io.TextIOBase):
         self.out.flush()
 
     def _show(self, line: str) -> None:
+        line = strip_ansi(line).rstrip()
         if not line.strip():
             return
         self.step_lines.append(line)

@@ -7,14 +7,12 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 from components.common.config import PRESETS
 
 log = logging.getLogger("kiln.cli")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -155,7 +153,7 @@ def _summary(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.console import RunConsole
+    from pipelines.console import RunConsole, strip_ansi
     from pipelines.local import LocalRun, run_local
 
     local = LocalRun(
@@ -179,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 result = run_local(local)
     except RuntimeError as e:
         # A failed step: its log is above, and the MLflow run is marked FAILED.
-        print(f"kiln run: {_ANSI.sub('', str(e))}", file=sys.stderr)
+        print(f"kiln run: {strip_ansi(str(e))}", file=sys.stderr)
         return 1
     _report(result, args.json)
     return 0
