@@ -123,7 +123,11 @@ class DistConfig:
     strategy: str = _f(
         "ddp", "Data parallelism: ddp | fsdp (FSDP2, shards params, grads and optimizer state)."
     )
-    cpus_per_worker: int = _f(1, "CPUs reserved per Ray worker.")
+    cpus_per_worker: int = _f(
+        0,
+        "CPUs reserved per Ray worker (each worker's torch threads); 0 = on a local cluster the "
+        "machine's CPUs split evenly among the workers, on an existing cluster 1.",
+    )
     max_failures: int = _f(
         2, "Restart training from the last checkpoint up to this many times after a worker dies."
     )
@@ -559,6 +563,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"train.dtype must be auto, bf16 or fp32, got {cfg.train.dtype!r}")
     if cfg.dist.strategy not in {"ddp", "fsdp"}:
         raise ValueError(f"dist.strategy must be ddp or fsdp, got {cfg.dist.strategy!r}")
+    if cfg.dist.workers < 0 or cfg.dist.cpus_per_worker < 0:
+        raise ValueError("dist.workers and dist.cpus_per_worker must be >= 0")
     if cfg.train.max_steps < 1 or cfg.train.micro_batch_size < 1:
         raise ValueError("train.max_steps and train.micro_batch_size must be >= 1")
     if cfg.tracking.backend not in {"mlflow", "file", "none"}:

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from components.common.config import Config, from_dict
 from components.pretrain import checkpoint as ckpt
+from components.pretrain import host_cpu
 from components.pretrain.runtime import Runtime
 from components.pretrain.train import Trainer, local_param_count
 
@@ -85,6 +87,8 @@ def train_loop_per_worker(config: dict) -> None:
         device=ray.train.torch.get_device(),
     )
     trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
+    if config.get("idle_control_plane"):  # a local cluster: its control plane yields the cores
+        host_cpu.idle_own_control_threads()
     # Where each worker landed and what it holds: for debugging placement and for the tests.
     placement = Path(config["output_dir"]) / "workers"
     placement.mkdir(parents=True, exist_ok=True)
@@ -107,6 +111,9 @@ def train_loop_per_worker(config: dict) -> None:
         where["device"],
     )
     trainer.fit()
+    # The local cluster's control plane runs at idle priority (host_cpu); training never may.
+    where["training_thread_idle"] = host_cpu.is_idle(threading.get_native_id())
+    (placement / f"rank_{runtime.rank}.json").write_text(json.dumps(where))
 
 
 @dataclass
@@ -154,6 +161,17 @@ def ensure_ray(address: str = "") -> None:
     )
 
 
+def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:
+    """`dist.cpus_per_worker`, or when 0: on a cluster this process started, its CPUs split
+    evenly among the workers (so one worker trains on the whole machine, as a plain process
+    does); on a cluster it joined, 1."""
+    if cfg.dist.cpus_per_worker or not own_cluster:
+        return cfg.dist.cpus_per_worker or 1
+    nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
+    per_node = -(-max(1, cfg.dist.workers) // max(1, len(nodes)))  # workers per node, rounded up
+    return max(1, int(min(nodes, default=1)) // per_node)
+
+
 def launch(
     cfg: Config, tokens_dir: str | Path, output_dir: str | Path, resume: bool = False
 ) -> LaunchResult:
@@ -172,6 +190,7 @@ def launch(
         str(tokens_dir) if str(tokens_dir).startswith("s3://") else str(Path(tokens_dir).resolve())
     )
     ensure_ray(cfg.dist.ray_address)
+    own_cluster = host_cpu.owns_ray_cluster()  # started by this process, so local to it
     env = (
         {"GLOO_SOCKET_IFNAME": os.environ["GLOO_SOCKET_IFNAME"]}
         if "GLOO_SOCKET_IFNAME" in os.environ
@@ -183,13 +202,14 @@ def launch(
             "cfg": cfg.to_dict(),
             "tokens_dir": tokens,
             "output_dir": str(output_dir),
+            "idle_control_plane": own_cluster,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.dist.workers,
             use_gpu=cfg.dist.use_gpu,
             resources_per_worker={
-                "CPU": cfg.dist.cpus_per_worker,
+                "CPU": cpus_per_worker(cfg, own_cluster),
                 **({"GPU": 1} if cfg.dist.use_gpu else {}),
             },
         ),
@@ -202,7 +222,8 @@ def launch(
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
-    result = trainer.fit()
+    with host_cpu.idle_control_plane() if own_cluster else contextlib.nullcontext():
+        result = trainer.fit()
     if result.error:
         raise result.error
     return LaunchResult(

@@ -119,6 +119,10 @@ def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, token
         "the run should have repeated steps after restarting from a checkpoint"
     )
     assert read_train_log(tmp_path) == losses
+    # The cluster is this process's, so its control plane ran at idle priority (host_cpu); the
+    # restarted workers' training threads did not.
+    placed = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
+    assert [p["training_thread_idle"] for p in placed] == [False, False]
     recovered = final_weights(outcome["result"], tmp_path)
     assert all(torch.equal(recovered[k], weights[k]) for k in weights)
 

@@ -1,0 +1,128 @@
+"""host_cpu: a local Ray cluster's control plane goes to SCHED_IDLE, training threads never do.
+
+Real processes stand in for Ray's: control-plane actors, a training worker (its process title
+says RayTrainWorker), a pooled worker, a raylet and a process that is not Ray's. Linux only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from components.pretrain import host_cpu
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+
+# A child that names two threads like Ray's and gloo's (via prctl), starts a compute thread,
+# prints the tids, then serves stdin: "spawn" starts a grandchild with the same title and prints
+# its pid; "own" demotes its own control threads from the compute thread, as a training worker
+# does, and prints how many changed.
+CHILD = textwrap.dedent(
+    """
+    import ctypes, subprocess, sys, threading, time
+    from components.pretrain import host_cpu
+    libc = ctypes.CDLL(None)
+    tids, go = {}, threading.Event()
+    def named(name):
+        if name:
+            libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+        tids[name or "compute"] = threading.get_native_id()
+        if not name:  # the training thread: waits for "own", then demotes the rest
+            go.wait()
+            print(host_cpu.idle_own_control_threads(), flush=True)
+        time.sleep(600)
+    for name in ("", "grpc_global_tim", "gloo_tcp_loop"):
+        threading.Thread(target=named, args=(name,), daemon=True).start()
+    while len(tids) < 3:
+        time.sleep(0.01)
+    print(" ".join(f"{k}={v}" for k, v in tids.items()), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "own":
+            go.set()
+        else:
+            title = sys.argv[1]
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", title])
+            print(child.pid, flush=True)
+    """
+)
+
+
+def _start(title: str) -> tuple[subprocess.Popen, dict[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, title],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    tids = dict(pair.split("=") for pair in proc.stdout.readline().split())
+    return proc, {k: int(v) for k, v in tids.items()} | {"main": proc.pid}
+
+
+def _ask(proc: subprocess.Popen, line: str) -> int:
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return int(proc.stdout.readline())
+
+
+@pytest.fixture
+def processes():
+    started: dict[str, tuple[subprocess.Popen, dict[str, int]]] = {}
+
+    def start(title: str) -> dict[str, int]:
+        started[title] = _start(title)
+        return started[title][1]
+
+    yield start, started
+    for proc, _ in started.values():
+        for pid in host_cpu.descendants(proc.pid):
+            os.kill(pid, 9)
+        proc.kill()
+        proc.wait()
+
+
+def test_driver_demotes_the_control_plane_but_not_what_starts_training(processes):
+    start, started = processes
+    controller = start("ray::TrainController")
+    worker = start("ray::RayTrainWorker")
+    pooled = start("ray::IDLE")
+    raylet = start("/venv/site-packages/ray/core/src/ray/raylet/raylet --raylet_socket_name=x")
+    bystander = start("moto_server -H 127.0.0.1")  # e.g. a server a test started
+    assert host_cpu.owns_ray_cluster()
+    assert host_cpu.idle(host_cpu.control_plane_threads(os.getpid())) == len(controller)
+    assert all(host_cpu.is_idle(t) for t in controller.values())
+    for untouched in (worker, pooled, raylet, bystander):
+        assert not any(host_cpu.is_idle(t) for t in untouched.values())
+    assert not host_cpu.is_idle(threading.get_native_id())  # the driver is not below itself
+
+    # The policy is inherited and cannot be undone unprivileged: why spawners are never demoted.
+    grandchild = _ask(started["ray::TrainController"][0], "spawn")
+    assert host_cpu.is_idle(grandchild)
+    assert host_cpu.idle(host_cpu.control_plane_threads(os.getpid())) == 0  # nothing left
+
+
+def test_a_training_worker_demotes_its_control_threads_from_the_training_thread(processes):
+    start, started = processes
+    worker = start("ray::RayTrainWorker")
+    assert _ask(started["ray::RayTrainWorker"][0], "own") == 2
+    # Ray's task loop (the main thread) and named Ray threads go idle; the training thread and the
+    # collective-communication thread keep normal priority.
+    assert host_cpu.is_idle(worker["main"]) and host_cpu.is_idle(worker["grpc_global_tim"])
+    assert not host_cpu.is_idle(worker["compute"])
+    assert not host_cpu.is_idle(worker["gloo_tcp_loop"])
+
+
+def test_idle_control_plane_sweeps_while_the_block_runs(processes):
+    start, _ = processes
+    with host_cpu.idle_control_plane(every_s=0.05):
+        actor = start("ray::PlacementGroupCleaner")  # appears after the block began
+        deadline = time.time() + 10
+        while not host_cpu.is_idle(actor["main"]) and time.time() < deadline:
+            time.sleep(0.02)
+        assert all(host_cpu.is_idle(t) for t in actor.values())
+    assert not host_cpu.is_idle(threading.get_native_id())
