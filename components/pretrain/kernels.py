@@ -11,6 +11,8 @@ Each function equals its reference composite (tests check values and gradients i
     rms_norm(x, w, eps)          == x * rsqrt(mean(x², -1) + eps) * w
     rotary_qkv(qkv, cos, sin, H) == (rope(q), rope(k), v) with HF's rotate-half convention
     swiglu(gate_up)              == silu(gate) * up, where gate_up = [gate | up] on the last dim
+    causal_attention(q, k, v)    == F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                   enable_gqa=True)
 """
 
 from __future__ import annotations
@@ -123,3 +125,58 @@ class _SwiGLU(torch.autograd.Function):
 def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) · up for a fused [gate | up] projection (last dimension)."""
     return _SwiGLU.apply(gate_up)
+
+
+# Up to this context, three batched matmuls and a softmax beat the CPU flash-attention kernel,
+# whose per-block set-up dominates short rows: +3% whole-step at T=64, +2% at 128, -3% at 256
+# (4 layers × 128 wide, 768 tokens per step, fp32, 2 cores).
+SHORT_CONTEXT = 128
+
+
+class _CausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        B, H, T, hd = q.shape
+        KV = k.shape[1]
+        G, scale = H // KV, hd**-0.5
+        # The G query heads sharing a kv head (heads kv·G … kv·G+G−1, as enable_gqa pairs them)
+        # become one (G·T)-row batch entry against that head's T keys.
+        q3, k3, v3 = (t.reshape(B * KV, -1, hd) for t in (q, k, v))
+        mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
+        probs = torch.baddbmm(mask.repeat(G, 1), q3, k3.transpose(1, 2), alpha=scale)
+        probs = probs.softmax(-1)  # (B·KV, G·T, T)
+        ctx.save_for_backward(q3, k3, v3, probs)
+        ctx.scale = scale
+        return torch.bmm(probs, v3).view(B, H, T, hd)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q3, k3, v3, probs = ctx.saved_tensors
+        B, H, T, hd = grad.shape
+        g3 = grad.reshape(q3.shape)
+        d_v = torch.bmm(probs.transpose(1, 2), g3)
+        d_scores = torch._softmax_backward_data(
+            torch.bmm(g3, v3.transpose(1, 2)), probs, -1, probs.dtype
+        )
+        d_q = torch.bmm(d_scores, k3).mul_(ctx.scale)
+        d_k = torch.bmm(d_scores.transpose(1, 2), q3).mul_(ctx.scale)
+        kv_shape = (B, k3.shape[0] // B, T, hd)
+        return d_q.view(B, H, T, hd), d_k.view(kv_shape), d_v.view(kv_shape)
+
+
+def use_short_attention(q: torch.Tensor) -> bool:
+    """Whether `causal_attention` is the faster path for q (B, H, T, hd): short rows, fp32/64 on CPU."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.float64)
+        and q.shape[2] <= SHORT_CONTEXT
+    )
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention, q (B, H, T, hd) against k, v (B, KV, T, hd), H a multiple of KV.
+
+    Materializes the (T, T) probabilities (kept for backward), so it is for short contexts: see
+    `use_short_attention`.
+    """
+    return _CausalAttention.apply(q, k, v)

@@ -109,10 +109,13 @@ class Attention(nn.Module):
         else:  # a chunk after a cached prefix: causal within the chunk, full over the prefix
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             causal = False
-        gqa = self.n_kv_heads != self.n_heads
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
-        )
+        if causal and kernels.use_short_attention(q):
+            y = kernels.causal_attention(q, k, v)
+        else:
+            gqa = self.n_kv_heads != self.n_heads
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
+            )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 

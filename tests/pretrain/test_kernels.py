@@ -84,3 +84,27 @@ def test_swiglu_matches_reference_and_gradcheck():
     gate, up = gate_up.chunk(2, dim=-1)
     torch.testing.assert_close(kernels.swiglu(gate_up), F.silu(gate) * up)
     assert torch.autograd.gradcheck(kernels.swiglu, (gate_up,))
+
+
+@pytest.mark.parametrize("H,KV", [(4, 4), (4, 2), (6, 1)])
+def test_causal_attention_matches_sdpa_and_gradcheck(H, KV):
+    # q, k, v as the model passes them: transposed views of a (B, T, heads, hd) projection.
+    q = torch.randn(2, 7, H, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    k = torch.randn(2, 7, KV, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    v = torch.randn(2, 7, KV, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=KV != H)
+    out = kernels.causal_attention(q, k, v)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    want = torch.autograd.grad(ref, (q, k, v), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    assert torch.autograd.gradcheck(kernels.causal_attention, (q, k, v))
+
+
+def test_short_attention_is_chosen_for_short_fp32_cpu_contexts_only():
+    short = torch.zeros(1, 2, kernels.SHORT_CONTEXT, 8)
+    assert kernels.use_short_attention(short)
+    assert not kernels.use_short_attention(torch.zeros(1, 2, kernels.SHORT_CONTEXT + 1, 8))
+    assert not kernels.use_short_attention(short.bfloat16())  # SDPA keeps low precision stable
