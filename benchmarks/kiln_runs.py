@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -58,14 +59,42 @@ def split_dataset(text: Path, out: Path, val_fraction: float = 0.1) -> Path:
     return out
 
 
+def train_command(tokens: Path, output: Path, sets: list[str], workers: int = 0) -> list[str]:
+    cmd = [*KILN, "train", "--tokens", str(tokens), "--output", str(output), "--preset", "tiny"]
+    cmd += [a for s in sets for a in ("--set", s)]
+    return cmd + (["--workers", str(workers)] if workers else [])
+
+
+def step_seconds(output: Path) -> list[float]:
+    """Per-step wall-clock times from a run's train_log.jsonl (its records' end-of-step times)."""
+    log = output / "train_log.jsonl"
+    if not log.exists():
+        return []
+    ends = [json.loads(line)["time"] for line in log.read_text().splitlines() if line]
+    return [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+def lane(name: str, tokens: Path, output: Path, sets: list[str], workers: int = 0, env=None):
+    """`kiln train` as an `interleave.Lane`: per-step times from its train_log.jsonl."""
+    from interleave import Lane
+
+    log = output / "train_log.jsonl"
+    return Lane(
+        name=name,
+        cmd=train_command(tokens, output, sets, workers),
+        cwd=Path(__file__).resolve().parents[1],
+        env=env or {},
+        log=output.with_suffix(".log"),
+        ready=lambda: log.exists() and log.stat().st_size > 0,
+        step_seconds=lambda: step_seconds(output),
+    )
+
+
 def train(
     tokens: Path, output: Path, sets: list[str], workers: int = 0, env: dict | None = None
 ) -> KilnRun:
     """`kiln train` in a subprocess; returns tokens/s per log window and wall-clock."""
-    cmd = [*KILN, "train", "--tokens", str(tokens), "--output", str(output), "--preset", "tiny"]
-    cmd += [a for s in sets for a in ("--set", s)]
-    if workers:
-        cmd += ["--workers", str(workers)]
+    cmd = train_command(tokens, output, sets, workers)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start

@@ -77,17 +77,40 @@ def prepare(nanogpt: Path, text: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
 
 
+ITER_LINE = re.compile(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", re.M)
+
+
+def command(nanogpt: Path, extra: list[str], out_dir: Path) -> list[str]:
+    """nanoGPT's train.py with the README CPU config plus `extra`."""
+    return [sys.executable, "train.py", *README_CPU_ARGS, f"--out_dir={out_dir}", *extra]
+
+
+def lane(nanogpt: Path, extra: list[str], out_dir: Path, log: Path):
+    """train.py as an `interleave.Lane`: per-iteration times from its own log lines."""
+    from interleave import Lane
+
+    def read() -> str:
+        return log.read_text() if log.exists() else ""
+
+    return Lane(
+        name="nanoGPT",
+        cmd=command(nanogpt, extra, out_dir),
+        cwd=nanogpt,
+        log=log,
+        ready=lambda: "iter 1:" in read(),
+        step_seconds=lambda: [float(ms) / 1000 for ms in ITER_LINE.findall(read())],
+    )
+
+
 def run(nanogpt: Path, extra: list[str], out_dir: Path) -> PeerRun:
     """Run nanoGPT's train.py with the README CPU config plus `extra`; parse its log."""
-    cmd = [sys.executable, "train.py", *README_CPU_ARGS, f"--out_dir={out_dir}", *extra]
+    cmd = command(nanogpt, extra, out_dir)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=nanogpt, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
-    iters = [
-        float(m) for m in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", proc.stdout, re.M)
-    ]
+    iters = [float(m) for m in ITER_LINE.findall(proc.stdout)]
     vals = [
         (int(s), float(v))
         for s, v in re.findall(

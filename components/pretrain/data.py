@@ -54,7 +54,7 @@ class TokenLoader:
             )
         self.epoch, self.shard, self.offset = 0, 0, 0
         self._plan_key: tuple[int, int] | None = None
-        self._plan: tuple[np.ndarray, int] = (np.zeros(0, dtype=np.int64), 0)
+        self._plan: tuple[int, np.ndarray, int] = (0, np.zeros(0, dtype=np.int64), 0)
 
     # ------------------------------------------------------------------------------ epoch plans
     def _rng(self, *keys: int) -> np.random.Generator:
@@ -64,8 +64,9 @@ class TokenLoader:
         n = len(self.shards)
         return self._rng(epoch).permutation(n) if self.shuffle else np.arange(n)
 
-    def _windows(self, epoch: int, position: int) -> tuple[np.ndarray, int]:
-        """(window order, grid shift) of the shard at `position` in this epoch's shard order."""
+    def _windows(self, epoch: int, position: int) -> tuple[int, np.ndarray, int]:
+        """(shard index, window order, grid shift) of the shard at `position` in this epoch's
+        shard order; computed once per shard visit, not per window."""
         key = (epoch, position)
         if self._plan_key != key:
             shard = int(self._shard_order(epoch)[position])
@@ -73,15 +74,14 @@ class TokenLoader:
             shift = int(rng.integers(self.seq_len)) if self.shuffle and epoch > 0 else 0
             count = max(0, (len(self.shards[shard]) - shift - 1) // self.seq_len)
             order = rng.permutation(count) if self.shuffle else np.arange(count)
-            self._plan_key, self._plan = key, (order, shift)
+            self._plan_key, self._plan = key, (shard, order, shift)
         return self._plan
 
     def _next_window(self) -> tuple[int, int]:
         """(shard index, start token) of the next window; advances the cursor."""
         while True:
-            order, shift = self._windows(self.epoch, self.shard)
+            shard, order, shift = self._windows(self.epoch, self.shard)
             if self.offset < len(order):
-                shard = int(self._shard_order(self.epoch)[self.shard])
                 start = shift + int(order[self.offset]) * self.seq_len
                 self.offset += 1
                 return shard, start

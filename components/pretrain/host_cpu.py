@@ -101,15 +101,17 @@ def control_plane_threads(root_pid: int) -> list[int]:
     return tids
 
 
-def own_control_threads() -> list[int]:
+def own_control_threads(world_size: int) -> list[int]:
     """This training worker's control threads: the main thread (Ray's task loop) and Ray's named
     threads (gRPC, io, timers). Kept: the training thread and its OpenMP pool, which carry the
-    process's own thread name, and the collective-communication threads."""
+    process's own thread name, and, with more than one worker, the collective-communication
+    threads (a one-worker group has no collectives, but gloo's loop still ticks)."""
     pid, own_name = os.getpid(), _read(f"/proc/{os.getpid()}/comm").strip()
+    kept = DATA_PLANE_THREADS if world_size > 1 else ()
     picked = []
     for tid in _threads(pid):
         name = _read(f"/proc/{pid}/task/{tid}/comm").strip()
-        if tid == pid or (name and name != own_name and not name.startswith(DATA_PLANE_THREADS)):
+        if tid == pid or (name and name != own_name and not name.startswith(kept)):
             picked.append(tid)
     return [t for t in picked if t != threading.get_native_id()]
 
@@ -138,9 +140,9 @@ def idle(tids: Iterable[int]) -> int:
     return changed
 
 
-def idle_own_control_threads() -> int:
+def idle_own_control_threads(world_size: int) -> int:
     """Demote this training worker's control threads; call it from the training thread."""
-    return idle(own_control_threads())
+    return idle(own_control_threads(world_size))
 
 
 @contextlib.contextmanager

@@ -88,7 +88,7 @@ def train_loop_per_worker(config: dict) -> None:
     )
     trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
     if config.get("idle_control_plane"):  # a local cluster: its control plane yields the cores
-        host_cpu.idle_own_control_threads()
+        host_cpu.idle_own_control_threads(runtime.world_size)
     # Where each worker landed and what it holds: for debugging placement and for the tests.
     placement = Path(config["output_dir"]) / "workers"
     placement.mkdir(parents=True, exist_ok=True)

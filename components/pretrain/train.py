@@ -301,7 +301,8 @@ class Trainer:
             x, y = self.loader.next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._sync_grads(micro == self.accum - 1):
-                loss = self.loss(x, y) / self.accum
+                loss = self.loss(x, y)
+                loss = loss / self.accum if self.accum > 1 else loss
                 loss.backward()
             total += loss.detach()
         loss = self._all_mean(total)
@@ -403,6 +404,7 @@ class Trainer:
                                 "loss": loss,
                                 "grad_norm": norm,
                                 "skipped": not stepped,
+                                "time": round(time.time(), 4),  # wall clock at the step's end
                             }
                         )
                         + "\n"

@@ -35,7 +35,7 @@ CHILD = textwrap.dedent(
         tids[name or "compute"] = threading.get_native_id()
         if not name:  # the training thread: waits for "own", then demotes the rest
             go.wait()
-            print(host_cpu.idle_own_control_threads(), flush=True)
+            print(host_cpu.idle_own_control_threads(int(sys.argv[2])), flush=True)
         time.sleep(600)
     for name in ("", "grpc_global_tim", "gloo_tcp_loop"):
         threading.Thread(target=named, args=(name,), daemon=True).start()
@@ -53,9 +53,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def _start(title: str) -> tuple[subprocess.Popen, dict[str, int]]:
+def _start(title: str, world_size: int = 2) -> tuple[subprocess.Popen, dict[str, int]]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, title],
+        [sys.executable, "-c", CHILD, title, str(world_size)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -74,8 +74,8 @@ def _ask(proc: subprocess.Popen, line: str) -> int:
 def processes():
     started: dict[str, tuple[subprocess.Popen, dict[str, int]]] = {}
 
-    def start(title: str) -> dict[str, int]:
-        started[title] = _start(title)
+    def start(title: str, world_size: int = 2) -> dict[str, int]:
+        started[title] = _start(title, world_size)
         return started[title][1]
 
     yield start, started
@@ -115,6 +115,13 @@ def test_a_training_worker_demotes_its_control_threads_from_the_training_thread(
     assert host_cpu.is_idle(worker["main"]) and host_cpu.is_idle(worker["grpc_global_tim"])
     assert not host_cpu.is_idle(worker["compute"])
     assert not host_cpu.is_idle(worker["gloo_tcp_loop"])
+
+
+def test_a_lone_worker_demotes_its_idle_collective_threads_too(processes):
+    start, started = processes
+    worker = start("ray::RayTrainWorker", world_size=1)
+    assert _ask(started["ray::RayTrainWorker"][0], "own") == 3
+    assert host_cpu.is_idle(worker["gloo_tcp_loop"]) and not host_cpu.is_idle(worker["compute"])
 
 
 def test_idle_control_plane_sweeps_while_the_block_runs(processes):
