@@ -12,7 +12,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -31,16 +30,8 @@ README_CPU_ARGS = [
 
 @dataclass
 class PeerRun:
-    iter_ms: list[float]
     val_losses: list[tuple[int, float]]
     wall_s: float
-    tokens_per_iter: int = 12 * 64
-
-    @property
-    def tokens_per_second(self) -> float:
-        # Skip the first iterations (warm-up, and iteration 0 carries an evaluation).
-        steady = self.iter_ms[5:] or self.iter_ms
-        return self.tokens_per_iter / (statistics.median(steady) / 1000)
 
 
 def argument_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -110,11 +101,10 @@ def run(nanogpt: Path, extra: list[str], out_dir: Path) -> PeerRun:
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
-    iters = [float(m) for m in ITER_LINE.findall(proc.stdout)]
     vals = [
         (int(s), float(v))
         for s, v in re.findall(
             r"^step (\d+): train loss [\d.]+, val loss ([\d.]+)", proc.stdout, re.M
         )
     ]
-    return PeerRun(iter_ms=iters, val_losses=vals, wall_s=wall)
+    return PeerRun(val_losses=vals, wall_s=wall)
