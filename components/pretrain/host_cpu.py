@@ -106,14 +106,17 @@ def own_control_threads(world_size: int) -> list[int]:
     threads (gRPC, io, timers). Kept: the training thread and its OpenMP pool, which carry the
     process's own thread name, and, with more than one worker, the collective-communication
     threads (a one-worker group has no collectives, but gloo's loop still ticks)."""
-    pid, own_name = os.getpid(), _read(f"/proc/{os.getpid()}/comm").strip()
+    pid, caller = os.getpid(), threading.get_native_id()
+    own_name = _read(f"/proc/{pid}/comm").strip()
     kept = DATA_PLANE_THREADS if world_size > 1 else ()
     picked = []
     for tid in _threads(pid):
         name = _read(f"/proc/{pid}/task/{tid}/comm").strip()
-        if tid == pid or (name and name != own_name and not name.startswith(kept)):
+        if tid != caller and (
+            tid == pid or (name and name != own_name and not name.startswith(kept))
+        ):
             picked.append(tid)
-    return [t for t in picked if t != threading.get_native_id()]
+    return picked
 
 
 def is_idle(tid: int) -> bool:

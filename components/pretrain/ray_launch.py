@@ -90,8 +90,8 @@ def train_loop_per_worker(config: dict) -> None:
     if config.get("idle_control_plane"):  # a local cluster: its control plane yields the cores
         host_cpu.idle_own_control_threads(runtime.world_size)
     # Where each worker landed and what it holds: for debugging placement and for the tests.
-    placement = Path(config["output_dir"]) / "workers"
-    placement.mkdir(parents=True, exist_ok=True)
+    record = Path(config["output_dir"]) / "workers" / f"rank_{runtime.rank}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
     where = {
         "rank": runtime.rank,
         "node_ip": ray.util.get_node_ip_address(),
@@ -102,7 +102,7 @@ def train_loop_per_worker(config: dict) -> None:
         "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
         "local_params": local_param_count(trainer.model),
     }
-    (placement / f"rank_{runtime.rank}.json").write_text(json.dumps(where))
+    record.write_text(json.dumps(where))
     log.info(
         "worker rank %d on node %s (pid %d, %s)",
         runtime.rank,
@@ -113,7 +113,7 @@ def train_loop_per_worker(config: dict) -> None:
     trainer.fit()
     # The local cluster's control plane runs at idle priority (host_cpu); training never may.
     where["training_thread_idle"] = host_cpu.is_idle(threading.get_native_id())
-    (placement / f"rank_{runtime.rank}.json").write_text(json.dumps(where))
+    record.write_text(json.dumps(where))
 
 
 @dataclass
