@@ -44,6 +44,15 @@ from components.pretrain.train import Trainer, local_param_count
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"
+# Ray timers a cluster on one machine can run slower or without: fewer wakeups that take a core
+# from training (host_cpu). Ray's defaults: 10 s, 100 ms, 1 s, 250 ms, on.
+QUIET_LOCAL_CLUSTER = {
+    "metrics_report_interval_ms": 60_000,
+    "raylet_report_resources_period_milliseconds": 1_000,
+    "task_events_report_interval_ms": 10_000,
+    "io_context_event_loop_lag_collection_interval_ms": -1,
+    "event_stats": False,
+}
 
 
 class RayRuntime(Runtime):
@@ -86,8 +95,14 @@ def train_loop_per_worker(config: dict) -> None:
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
     if config.get("idle_control_plane"):  # a local cluster: its control plane yields the cores
+        # Before any torch work, so the OpenMP threads this thread starts inherit it too.
+        host_cpu.set_timer_slack(host_cpu.DEFAULT_TIMER_SLACK_NS)
+        if runtime.world_size == 1 and torch.distributed.is_initialized():
+            # One worker has no collectives; its gloo group's loop would only tick.
+            torch.distributed.destroy_process_group()
+    trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
+    if config.get("idle_control_plane"):
         host_cpu.idle_own_control_threads(runtime.world_size)
     # Where each worker landed and what it holds: for debugging placement and for the tests.
     record = Path(config["output_dir"]) / "workers" / f"rank_{runtime.rank}.json"
@@ -99,6 +114,7 @@ def train_loop_per_worker(config: dict) -> None:
         "pid": os.getpid(),
         "device": str(runtime.device),
         "torch_threads": torch.get_num_threads(),
+        "timer_slack_ns": host_cpu.timer_slack(),
         "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
         "local_params": local_param_count(trainer.model),
     }
@@ -155,10 +171,19 @@ def ensure_ray(address: str = "") -> None:
     # Ray runs workers at nice 15 by default; on a local machine training *is* the work, and a
     # de-prioritised worker loses its cores to every other process (-18% tokens/s measured here).
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # A one-machine cluster needs no preemption watcher (read by the Train controller, so set
+    # before Ray starts its processes, which inherit this environment).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
-    ray.init(
-        address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True
-    )
+    # Its processes get a long timer slack and fewer timers (host_cpu's docstring says why).
+    with host_cpu.slack_for_children():
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            _system_config=QUIET_LOCAL_CLUSTER,
+        )
 
 
 def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
+from components.pretrain import host_cpu  # noqa: E402
 from components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
 from components.pretrain.runtime import read_train_log  # noqa: E402
 
@@ -123,6 +124,8 @@ def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, token
     # restarted workers' training threads did not.
     placed = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
     assert [p["training_thread_idle"] for p in placed] == [False, False]
+    # Ray's processes run with a long timer slack; the training threads set the normal one back.
+    assert [p["timer_slack_ns"] for p in placed] == [host_cpu.DEFAULT_TIMER_SLACK_NS] * 2
     recovered = final_weights(outcome["result"], tmp_path)
     assert all(torch.equal(recovered[k], weights[k]) for k in weights)
 
