@@ -222,3 +222,17 @@ def test_cpu_kernels_can_be_switched_off(monkeypatch):
         assert cpu_ops.load() is None
     finally:
         cpu_ops.load.cache_clear()
+
+
+def test_a_built_kernel_loads_in_a_new_process_without_build_tools(native):
+    import os
+    import subprocess
+    import sys
+
+    code = "from components.pretrain import cpu_ops; m = cpu_ops.load(); print(m.__name__)"
+    env = {**os.environ, "PATH": "/nonexistent"}  # no compiler, no ninja
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == native.__name__
