@@ -141,21 +141,29 @@ def rope_for_heads(cos: torch.Tensor, sin: torch.Tensor, heads: int):
     return tuple(t[:, None].expand(T, heads, hd).contiguous() for t in (cos, sin))
 
 
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor, heads: int):
+    """The tables `rotary_qkv` takes for (T, hd) rows, prepared once per forward for every layer:
+    the rows as they are for the fused CPU kernel, else `rope_for_heads` tables (H + KV heads)."""
+    if _native(cos, sin) is not None:
+        return cos.contiguous(), sin.contiguous()
+    return rope_for_heads(cos, sin, heads)
+
+
 def rotary_qkv(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split a fused (B, T, H + 2·KV, hd) projection into rotated q, rotated k and v, each
     (B, heads, T, hd) as attention takes them.
 
-    `cos`/`sin` are `model.rope_tables` rows, (T, hd), for the positions in `qkv`. Pairs are
-    (i, i + hd/2), HF Llama's rotate-half convention, and `sin`'s first half is negated so that
-    rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
+    `cos`/`sin` are `model.rope_tables` rows, (T, hd), for the positions in `qkv`, or the
+    `rotary_tables` made from them. Pairs are (i, i + hd/2), HF Llama's rotate-half convention,
+    and `sin`'s first half is negated so that rotate_half(x) = (−x2, x1) becomes a plain swap of
+    the halves.
     """
-    if _native(qkv, cos, sin) is not None:
-        cos, sin = cos.contiguous(), sin.contiguous()
-        q, k, v = _NativeRotaryQKV.apply(qkv, cos, sin, n_heads)
-        return q, k, v
-    cos, sin = rope_for_heads(cos, sin, n_heads + (qkv.shape[2] - n_heads) // 2)
+    if cos.dim() == 2:
+        if _native(qkv, cos, sin) is not None:
+            return _NativeRotaryQKV.apply(qkv, cos.contiguous(), sin.contiguous(), n_heads)
+        cos, sin = rope_for_heads(cos, sin, n_heads + (qkv.shape[2] - n_heads) // 2)
     q, k, v = _RotaryQKV.apply(qkv, cos, sin, n_heads)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 

@@ -200,7 +200,11 @@ class Llama(nn.Module):
                 f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}"
             )
         x = self.embed_tokens(tokens)  # (B, T, C)
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hd)
+        cos, sin = kernels.rotary_tables(  # shared by every layer
+            self.rope_cos[start : start + T],
+            self.rope_sin[start : start + T],
+            self.cfg.n_heads + self.cfg.n_kv_heads,
+        )
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:

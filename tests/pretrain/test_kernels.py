@@ -57,6 +57,13 @@ def test_rotary_qkv_matches_rotate_half_and_gradcheck(H, KV):
     ):
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(lambda t: kernels.rotary_qkv(t, cos, sin, H), (qkv,))
+    # Tables prepared once per forward (float64: the torch-op path's per-head tables) agree.
+    prepared = kernels.rotary_tables(cos, sin, H + KV)
+    assert prepared[0].shape == (T, H + KV, hd)
+    for got, want in zip(
+        kernels.rotary_qkv(qkv, *prepared, H), rotary_reference(qkv, H, KV), strict=True
+    ):
+        torch.testing.assert_close(got, want)
 
 
 def test_rotary_qkv_gradient_when_only_some_outputs_are_used():
