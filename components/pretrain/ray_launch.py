@@ -95,14 +95,13 @@ def train_loop_per_worker(config: dict) -> None:
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    if config.get("idle_control_plane"):  # a local cluster: its control plane yields the cores
-        # Before any torch work, so the OpenMP threads this thread starts inherit it too.
-        host_cpu.set_timer_slack(host_cpu.DEFAULT_TIMER_SLACK_NS)
-        if runtime.world_size == 1 and torch.distributed.is_initialized():
-            # One worker has no collectives; its gloo group's loop would only tick.
-            torch.distributed.destroy_process_group()
+    # On a cluster the driver started for this run, Ray's own processes yield the cores (host_cpu).
+    local_cluster = config.get("local_cluster", False)
+    if local_cluster and runtime.world_size == 1 and torch.distributed.is_initialized():
+        # One worker has no collectives; its gloo group's loop would only tick.
+        torch.distributed.destroy_process_group()
     trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
-    if config.get("idle_control_plane"):
+    if local_cluster:
         host_cpu.idle_own_control_threads(runtime.world_size)
     # Where each worker landed and what it holds: for debugging placement and for the tests.
     record = Path(config["output_dir"]) / "workers" / f"rank_{runtime.rank}.json"
@@ -114,7 +113,6 @@ def train_loop_per_worker(config: dict) -> None:
         "pid": os.getpid(),
         "device": str(runtime.device),
         "torch_threads": torch.get_num_threads(),
-        "timer_slack_ns": host_cpu.timer_slack(),
         "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
         "local_params": local_param_count(trainer.model),
     }
@@ -175,15 +173,14 @@ def ensure_ray(address: str = "") -> None:
     # before Ray starts its processes, which inherit this environment).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
-    # Its processes get a long timer slack and fewer timers (host_cpu's docstring says why).
-    with host_cpu.slack_for_children():
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-            _system_config=QUIET_LOCAL_CLUSTER,
-        )
+    # Its processes run fewer timers (host_cpu's docstring says why).
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+        _system_config=QUIET_LOCAL_CLUSTER,
+    )
 
 
 def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:
@@ -227,7 +224,7 @@ def launch(
             "cfg": cfg.to_dict(),
             "tokens_dir": tokens,
             "output_dir": str(output_dir),
-            "idle_control_plane": own_cluster,
+            "local_cluster": own_cluster,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
