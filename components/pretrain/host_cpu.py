@@ -17,11 +17,13 @@ Two things, both only on a cluster this process started (never on one it joined)
   slower metrics and resource reports, none of which a one-machine cluster needs.
 
 A thread or process started by a SCHED_IDLE thread inherits the policy (`SCHED_RESET_ON_FORK`
-does not undo it), and without CAP_SYS_NICE it cannot be undone. So nothing that may start
-training is demoted before it has: the raylet (it spawns worker processes) and pooled workers are
-never touched, and a training worker demotes its own control threads from inside the training
-thread, once that thread exists (`idle_own_control_threads`). The driver demotes the rest
-(`idle_control_plane`).
+does not undo it), and without CAP_SYS_NICE it cannot be undone. So the driver demotes only
+processes it knows will never train (`CONTROL_PLANE`: Ray's daemons and Ray Train's helper
+actors), never one by elimination: a training worker's title is `ray::execute.<fn>` while it
+runs a Train setup call, and a main thread demoted then would pass SCHED_IDLE on to the training
+thread it starts later. A training worker demotes its own control threads from inside the
+training thread, once that thread exists (`idle_own_control_threads`). A process this module
+does not recognise (a newer Ray's helper, a pooled worker, the raylet) keeps its priority.
 
 Linux only; elsewhere every function here does nothing.
 """
@@ -38,9 +40,22 @@ from pathlib import Path
 log = logging.getLogger("kiln.ray")
 
 TRAIN_WORKER = "RayTrainWorker"  # Ray Train's worker actor: its process title contains this
-# Processes that start other processes, one of which may become a training worker: the raylet
-# spawns the worker processes, and a pooled worker may be about to become a training worker.
-SPAWNERS = ("/raylet", "ray::IDLE")
+# Ray's processes that never run training, as their command lines say: its daemons (by path) and
+# the Train controller and helper actors, one process each (by title, `ray::<Class>[.<method>]`).
+CONTROL_PLANE = (
+    "/gcs_server ",
+    "/log_monitor.py ",
+    "/autoscaler/_private/monitor.py ",
+    "/dashboard/dashboard.py ",
+    "ray::DashboardAgent",
+    "ray::RuntimeEnvAgent",
+    "ray::TrainController",
+    "ray::SynchronizationActor",
+    "ray::PlacementGroupCleaner",
+    "ray::DatasetManager",
+    "ray::_AutoscalingCoordinatorActor",
+)
+SWEEP_EVERY_S = 2.0  # how often the driver looks for new control-plane processes and threads
 # Threads of a training worker that move the training's own data: left at normal priority.
 DATA_PLANE_THREADS = ("gloo", "pt_", "nccl", "cuda")
 
@@ -91,19 +106,23 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-def control_plane_threads(root_pid: int) -> list[int]:
-    """The threads of the Ray processes below `root_pid` that the driver may demote: all of
-    them, except in the raylet, pooled workers and training workers (see the module docstring)."""
-    tids = []
+def control_plane_processes(root_pid: int) -> dict[int, str]:
+    """The processes below `root_pid` that the driver may demote, each with the `CONTROL_PLANE`
+    entry it matched; no other process (see the module docstring)."""
+    found = {}
     for pid in descendants(root_pid):
-        title = _title(pid)
-        if (
-            is_ray_process(title)
-            and TRAIN_WORKER not in title
-            and not any(s in title for s in SPAWNERS)
-        ):
-            tids += _threads(pid)
-    return tids
+        title = _title(pid) + " "
+        if TRAIN_WORKER not in title:
+            for name in CONTROL_PLANE:
+                if name in title:
+                    found[pid] = name.strip()
+                    break
+    return found
+
+
+def control_plane_threads(root_pid: int) -> list[int]:
+    """The threads of `control_plane_processes(root_pid)`."""
+    return [tid for pid in control_plane_processes(root_pid) for tid in _threads(pid)]
 
 
 def own_control_threads(world_size: int) -> list[int]:
@@ -154,25 +173,33 @@ def idle_own_control_threads(world_size: int) -> int:
 
 
 @contextlib.contextmanager
-def idle_control_plane(every_s: float = 2.0) -> Iterator[None]:
+def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
     """While the block runs, keep demoting the control plane of the Ray cluster this process
     started (processes and threads appear throughout a run: actors, helpers, gRPC threads).
 
     Only descendants are touched: a cluster this process merely joined is left alone, and so is
-    the driver itself, which goes on after the block.
+    the driver itself, which goes on after the block. Sweeps every `every_s` (default
+    `SWEEP_EVERY_S`).
     """
     if _IDLE is None:
         yield
         return
+    every_s = every_s or SWEEP_EVERY_S
     stop = threading.Event()
 
     def sweep() -> None:
-        total = 0
+        total, names = 0, set()
         while True:
-            total += idle(control_plane_threads(os.getpid()))
+            processes = control_plane_processes(os.getpid())
+            total += idle(tid for pid in processes for tid in _threads(pid))
+            names.update(processes.values())
             if stop.wait(every_s):
                 break
-        log.debug("ran %d Ray control-plane threads at idle CPU priority", total)
+        log.debug(
+            "ran %d Ray control-plane threads at idle CPU priority, in: %s",
+            total,
+            ", ".join(sorted(names)),
+        )
 
     sweeper = threading.Thread(target=sweep, name="kiln-idle-ray", daemon=True)
     sweeper.start()

@@ -89,14 +89,26 @@ def processes():
 def test_driver_demotes_the_control_plane_but_not_what_starts_training(processes):
     start, started = processes
     controller = start("ray::TrainController")
+    gcs = start("/venv/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/x")
     worker = start("ray::RayTrainWorker")
+    # A training worker while it runs a Train setup call (its main thread starts the training
+    # thread later, which would inherit SCHED_IDLE), and a worker process not yet titled.
+    in_setup = start("ray::execute._setup_torch_process_group")
+    untitled = start(
+        "/venv/site-packages/ray/_private/workers/default_worker.py --node-ip-address=x"
+    )
     pooled = start("ray::IDLE")
     raylet = start("/venv/site-packages/ray/core/src/ray/raylet/raylet --raylet_socket_name=x")
+    unknown = start("ray::SomeNewHelperActor")  # not known never to train: left alone
     bystander = start("moto_server -H 127.0.0.1")  # e.g. a server a test started
     assert host_cpu.owns_ray_cluster()
-    assert host_cpu.idle(host_cpu.control_plane_threads(os.getpid())) == len(controller)
-    assert all(host_cpu.is_idle(t) for t in controller.values())
-    for untouched in (worker, pooled, raylet, bystander):
+    assert sorted(host_cpu.control_plane_processes(os.getpid()).values()) == [
+        "/gcs_server",
+        "ray::TrainController",
+    ]
+    assert host_cpu.idle(host_cpu.control_plane_threads(os.getpid())) == len(controller) + len(gcs)
+    assert all(host_cpu.is_idle(t) for t in [*controller.values(), *gcs.values()])
+    for untouched in (worker, in_setup, untitled, pooled, raylet, unknown, bystander):
         assert not any(host_cpu.is_idle(t) for t in untouched.values())
     assert not host_cpu.is_idle(threading.get_native_id())  # the driver is not below itself
 

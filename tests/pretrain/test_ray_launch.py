@@ -6,6 +6,7 @@ Each test talks to a real local Ray cluster bound to 127.0.0.1 (and 127.0.0.2 fo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -201,9 +202,10 @@ def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_di
         )
 
 
-def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, monkeypatch):
+def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, monkeypatch, caplog):
     """Workers read token shards from S3 and Ray Train persists checkpoints to S3 (moto server)."""
     from components.common import storage
+    from components.pretrain import host_cpu
     from components.pretrain.export import export_checkpoint
     from components.pretrain.ray_launch import local_checkpoint
 
@@ -215,7 +217,11 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
     cfg = _tiny()
     cfg.dist.workers, cfg.train.max_steps, cfg.train.ckpt_every = 1, 6, 3
     cfg.dist.storage_path = f"s3://{bucket}/ray"
-    result = launch(cfg, f"s3://{bucket}/tokens", tmp_path / "run")
+    # The driver demotes the local cluster's control plane; sweeping every 20 ms (not 2 s) also
+    # catches the worker inside its Train setup calls, when its title does not name it.
+    monkeypatch.setattr(host_cpu, "SWEEP_EVERY_S", 0.02)
+    with caplog.at_level(logging.DEBUG, logger="kiln.ray"):
+        result = launch(cfg, f"s3://{bucket}/tokens", tmp_path / "run")
     keys = storage.list_files(f"s3://{bucket}/ray/train")
     assert any("/step_6/model.safetensors" in k for k in keys), keys
     assert any("/step_3/" in k for k in keys)
@@ -223,7 +229,10 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
         model = export_checkpoint(final, tmp_path / "model")
     assert (model / "model.safetensors").exists()
     assert (tmp_path / "cache/tokens").is_dir()  # shards came from S3 through the verified cache
-    # A one-worker run on its own local cluster: the training thread stayed at normal priority.
+    # A one-worker run on its own local cluster: the training thread stayed at normal priority,
+    # and every process host_cpu knows as control plane (this Ray's names) ran at idle priority.
     placed = json.loads((tmp_path / "run/workers/rank_0.json").read_text())
     assert placed["training_thread_idle"] is False
+    swept = [r.getMessage() for r in caplog.records if "control-plane threads" in r.getMessage()]
+    assert swept and all(name.strip() in swept[0] for name in host_cpu.CONTROL_PLANE), swept
     ray.shutdown()
