@@ -36,6 +36,14 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+try:  # Ray Train v2 internals (Ray is pinned to 2.60.*); without them LocalClusterTrainer is stock
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import (
+        PlacementGroupCleanerCallback,
+    )
+except ImportError:  # pragma: no cover - a Ray that moved them
+    DatasetsCallback = PlacementGroupCleanerCallback = None
+
 from components.common.config import Config, from_dict
 from components.pretrain import checkpoint as ckpt
 from components.pretrain import host_cpu
@@ -45,14 +53,38 @@ from components.pretrain.train import Trainer, local_param_count
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"
 # Ray timers a cluster on one machine can run slower or without: fewer wakeups that take a core
-# from training (host_cpu). Ray's defaults: 10 s, 100 ms, 1 s, 250 ms, on.
+# from training (host_cpu). The raylet's timers matter most: it keeps normal priority (it starts
+# the workers). Ray's defaults: 10 s, 100 ms, 1 s, 250 ms, on; raylet 100, 100, 100, 200, 250 ms.
 QUIET_LOCAL_CLUSTER = {
     "metrics_report_interval_ms": 60_000,
     "raylet_report_resources_period_milliseconds": 1_000,
     "task_events_report_interval_ms": 10_000,
     "io_context_event_loop_lag_collection_interval_ms": -1,
     "event_stats": False,
+    "raylet_check_gc_period_milliseconds": 1_000,  # memory-pressure GC requests to workers
+    "object_manager_timer_freq_ms": 1_000,  # object transfers: none between nodes on one machine
+    "local_fs_monitor_interval_ms": 1_000,  # disk-full check for spilling
+    "kill_idle_workers_interval_ms": 1_000,  # reaping idle pooled workers
+    "memory_monitor_refresh_ms": 1_000,  # the OOM killer looks once a second
 }
+
+
+class LocalClusterTrainer(TorchTrainer):
+    """A TorchTrainer for a Ray cluster this process started, which ends when it does.
+
+    It leaves out two of Ray Train's helper actors, each a process whose core worker wakes ~70
+    times/s on a training core (host_cpu): the PlacementGroupCleaner, which frees the run's
+    placement group if the Train controller dies (here the cluster goes with the driver), and,
+    when no Ray Datasets are given (Kiln reads its own token shards), the DatasetManager. Ray's
+    "Failed to stop PlacementGroupCleaner gracefully" at the end of a run goes with it.
+    """
+
+    def _create_default_callbacks(self):
+        unneeded = [PlacementGroupCleanerCallback]
+        if not self.datasets:
+            unneeded.append(DatasetsCallback)
+        unneeded = tuple(c for c in unneeded if c is not None)
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
 
 class RayRuntime(Runtime):
@@ -97,9 +129,13 @@ def train_loop_per_worker(config: dict) -> None:
     )
     # On a cluster the driver started for this run, Ray's own processes yield the cores (host_cpu).
     local_cluster = config.get("local_cluster", False)
-    if local_cluster and runtime.world_size == 1 and torch.distributed.is_initialized():
-        # One worker has no collectives; its gloo group's loop would only tick.
-        torch.distributed.destroy_process_group()
+    if local_cluster:
+        # Its processes run with a long timer slack; training must not. Before any torch work,
+        # so the OpenMP threads this thread starts inherit the normal slack too.
+        host_cpu.set_timer_slack(host_cpu.DEFAULT_TIMER_SLACK_NS)
+        if runtime.world_size == 1 and torch.distributed.is_initialized():
+            # One worker has no collectives; its gloo group's loop would only tick.
+            torch.distributed.destroy_process_group()
     trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
     if local_cluster:
         host_cpu.idle_own_control_threads(runtime.world_size)
@@ -113,6 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
         "pid": os.getpid(),
         "device": str(runtime.device),
         "torch_threads": torch.get_num_threads(),
+        "timer_slack_ns": host_cpu.timer_slack(),
         "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
         "local_params": local_param_count(trainer.model),
     }
@@ -173,14 +210,15 @@ def ensure_ray(address: str = "") -> None:
     # before Ray starts its processes, which inherit this environment).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
-    # Its processes run fewer timers (host_cpu's docstring says why).
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=True,
-        _system_config=QUIET_LOCAL_CLUSTER,
-    )
+    # Its processes get a long timer slack and fewer timers (host_cpu's docstring says why).
+    with host_cpu.slack_for_children():
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            _system_config=QUIET_LOCAL_CLUSTER,
+        )
 
 
 def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:
@@ -218,7 +256,7 @@ def launch(
         if "GLOO_SOCKET_IFNAME" in os.environ
         else {}
     )
-    trainer = TorchTrainer(
+    trainer = (LocalClusterTrainer if own_cluster else TorchTrainer)(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.to_dict(),

@@ -145,3 +145,38 @@ def test_idle_control_plane_sweeps_while_the_block_runs(processes):
             time.sleep(0.02)
         assert all(host_cpu.is_idle(t) for t in actor.values())
     assert not host_cpu.is_idle(threading.get_native_id())
+
+
+def _slack_of(pid: int) -> int:
+    return int(open(f"/proc/{pid}/timerslack_ns").read())
+
+
+def test_processes_started_inside_slack_for_children_inherit_it_and_the_caller_gets_its_own_back():
+    before = host_cpu.timer_slack()
+    with host_cpu.slack_for_children(30_000_000):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert _slack_of(child.pid) == 30_000_000
+        assert host_cpu.timer_slack() == before
+        outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert _slack_of(outside.pid) == before
+        finally:
+            outside.kill()
+    finally:
+        child.kill()
+
+
+def test_a_thread_sets_its_own_timer_slack_only():
+    seen = {}
+
+    def run():
+        host_cpu.set_timer_slack(7_000_000)
+        seen["thread"] = host_cpu.timer_slack()
+
+    before = host_cpu.timer_slack()
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen["thread"] == 7_000_000
+    assert host_cpu.timer_slack() == before

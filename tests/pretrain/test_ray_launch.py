@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
+from components.pretrain import host_cpu  # noqa: E402
 from components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
 from components.pretrain.runtime import read_train_log  # noqa: E402
 
@@ -124,6 +125,8 @@ def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, token
     # restarted workers' training threads did not.
     placed = [json.loads((tmp_path / f"workers/rank_{r}.json").read_text()) for r in range(2)]
     assert [p["training_thread_idle"] for p in placed] == [False, False]
+    # Ray's processes run with a long timer slack; the training threads set the normal one back.
+    assert [p["timer_slack_ns"] for p in placed] == [host_cpu.DEFAULT_TIMER_SLACK_NS] * 2
     recovered = final_weights(outcome["result"], tmp_path)
     assert all(torch.equal(recovered[k], weights[k]) for k in weights)
 
@@ -205,7 +208,6 @@ def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_di
 def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, monkeypatch, caplog):
     """Workers read token shards from S3 and Ray Train persists checkpoints to S3 (moto server)."""
     from components.common import storage
-    from components.pretrain import host_cpu
     from components.pretrain.export import export_checkpoint
     from components.pretrain.ray_launch import local_checkpoint
 
@@ -229,10 +231,15 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
         model = export_checkpoint(final, tmp_path / "model")
     assert (model / "model.safetensors").exists()
     assert (tmp_path / "cache/tokens").is_dir()  # shards came from S3 through the verified cache
-    # A one-worker run on its own local cluster: the training thread stayed at normal priority,
-    # and every process host_cpu knows as control plane (this Ray's names) ran at idle priority.
+    # A one-worker run on its own local cluster: the training thread stayed at normal priority
+    # and timer slack, and every process host_cpu knows as control plane ran at idle priority.
     placed = json.loads((tmp_path / "run/workers/rank_0.json").read_text())
     assert placed["training_thread_idle"] is False
+    assert placed["timer_slack_ns"] == host_cpu.DEFAULT_TIMER_SLACK_NS
+    # A cluster of its own runs no PlacementGroupCleaner or DatasetManager (LocalClusterTrainer).
     swept = [r.getMessage() for r in caplog.records if "control-plane threads" in r.getMessage()]
-    assert swept and all(name.strip() in swept[0] for name in host_cpu.CONTROL_PLANE), swept
+    assert len(swept) == 1, swept
+    absent = {"ray::PlacementGroupCleaner", "ray::DatasetManager"}
+    for name in (name.strip() for name in host_cpu.CONTROL_PLANE):
+        assert (name in swept[0]) == (name not in absent), (name, swept[0])
     ray.shutdown()
