@@ -28,9 +28,11 @@ does not undo it), and without CAP_SYS_NICE it cannot be undone. So the driver d
 processes it knows will never train (`CONTROL_PLANE`: Ray's daemons and Ray Train's helper
 actors), never one by elimination: a training worker's title is `ray::execute.<fn>` while it
 runs a Train setup call, and a main thread demoted then would pass SCHED_IDLE on to the training
-thread it starts later. A training worker demotes its own control threads from inside the
-training thread, once that thread exists (`idle_own_control_threads`). A process this module
-does not recognise (a newer Ray's helper, a pooled worker, the raylet) keeps its priority.
+thread it starts later. In the raylet, which starts the workers, and in the driver itself, only
+Ray's library threads are demoted, by name (`RAY_LIBRARY_THREADS`: gRPC pollers, timers, io
+loops). A training worker demotes its own control threads from inside the training thread,
+once that thread exists (`idle_own_control_threads`). A process this module does not recognise
+(a newer Ray's helper, a pooled worker) keeps its priority.
 
 Linux only; elsewhere every function here does nothing.
 """
@@ -63,6 +65,21 @@ CONTROL_PLANE = (
     "ray::PlacementGroupCleaner",
     "ray::DatasetManager",
     "ray::_AutoscalingCoordinatorActor",
+)
+# Processes that start training workers (the raylet) or go on after the run (the driver, this
+# process): of these only Ray's library threads are demoted, known by name (gRPC's pollers and
+# timers, Ray's io loops, the object store, the memory monitor), never a thread that may spawn.
+SPAWNERS = ("/raylet/raylet ",)
+RAY_LIBRARY_THREADS = (
+    "client.poll",
+    "server.poll",
+    "grpc_global_tim",
+    "timer_manager",
+    "nexting_thread",
+    "worker.io",
+    "gcs_client_io",
+    "store.io",
+    "MemoryMonitor",
 )
 SWEEP_EVERY_S = 2.0  # how often the driver looks for new control-plane processes and threads
 # Threads of a training worker that move the training's own data: left at normal priority.
@@ -121,11 +138,11 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-def control_plane_processes(root_pid: int) -> dict[int, str]:
-    """The processes below `root_pid` that the driver may demote, each with the `CONTROL_PLANE`
-    entry it matched; no other process (see the module docstring)."""
+def control_plane_processes(root_pid: int, below: list[int] | None = None) -> dict[int, str]:
+    """The processes below `root_pid` (`below`, if already known) that the driver may demote,
+    each with the `CONTROL_PLANE` entry it matched; no other process (see the module docstring)."""
     found = {}
-    for pid in descendants(root_pid):
+    for pid in descendants(root_pid) if below is None else below:
         title = _title(pid) + " "
         if TRAIN_WORKER not in title:
             for name in CONTROL_PLANE:
@@ -138,6 +155,23 @@ def control_plane_processes(root_pid: int) -> dict[int, str]:
 def control_plane_threads(root_pid: int) -> list[int]:
     """The threads of `control_plane_processes(root_pid)`."""
     return [tid for pid in control_plane_processes(root_pid) for tid in _threads(pid)]
+
+
+def library_threads(pid: int) -> list[int]:
+    """Ray's library threads in process `pid` (`RAY_LIBRARY_THREADS`)."""
+    return [
+        tid
+        for tid in _threads(pid)
+        if _read(f"/proc/{pid}/task/{tid}/comm").startswith(RAY_LIBRARY_THREADS)
+    ]
+
+
+def spawner_library_threads(root_pid: int, below: list[int] | None = None) -> list[int]:
+    """Ray's library threads in `root_pid` itself (the driver) and in the raylets below it
+    (`below`, if already known)."""
+    below = descendants(root_pid) if below is None else below
+    pids = [root_pid] + [pid for pid in below if any(s in _title(pid) + " " for s in SPAWNERS)]
+    return [tid for pid in pids for tid in library_threads(pid)]
 
 
 def own_control_threads(world_size: int) -> list[int]:
@@ -192,9 +226,9 @@ def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
     """While the block runs, keep demoting the control plane of the Ray cluster this process
     started (processes and threads appear throughout a run: actors, helpers, gRPC threads).
 
-    Only descendants are touched: a cluster this process merely joined is left alone, and so is
-    the driver itself, which goes on after the block. Sweeps every `every_s` (default
-    `SWEEP_EVERY_S`).
+    Only descendants are touched, and of the driver itself only Ray's library threads, which
+    stay at idle priority after the block (they only serve Ray): a cluster this process merely
+    joined is left alone. Sweeps every `every_s` (default `SWEEP_EVERY_S`).
     """
     if _IDLE is None:
         yield
@@ -205,9 +239,14 @@ def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
     def sweep() -> None:
         total, names = 0, set()
         while True:
-            processes = control_plane_processes(os.getpid())
+            below = descendants(os.getpid())
+            processes = control_plane_processes(os.getpid(), below)
             total += idle(tid for pid in processes for tid in _threads(pid))
             names.update(processes.values())
+            library = spawner_library_threads(os.getpid(), below)
+            total += idle(library)
+            if library:
+                names.add("library threads of the driver and raylet")
             if stop.wait(every_s):
                 break
         log.debug(

@@ -6,6 +6,7 @@ says RayTrainWorker), a pooled worker, a raylet and a process that is not Ray's.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -180,3 +181,31 @@ def test_a_thread_sets_its_own_timer_slack_only():
     t.join()
     assert seen["thread"] == 7_000_000
     assert host_cpu.timer_slack() == before
+
+
+def test_of_the_raylet_and_the_driver_only_rays_library_threads_are_picked(processes):
+    start, _ = processes
+    raylet = start("/venv/site-packages/ray/core/src/ray/raylet/raylet --raylet_socket_name=x")
+    worker = start("ray::RayTrainWorker")  # a Ray-named thread too, but not in a spawner
+    named, ready, done = {}, threading.Event(), threading.Event()
+
+    def ray_like_thread():  # in this process, the driver: named like one of gRPC's pollers
+        ctypes.CDLL(None).prctl(15, b"client.poll0", 0, 0, 0)  # PR_SET_NAME
+        named["tid"] = threading.get_native_id()
+        ready.set()
+        done.wait(30)
+
+    thread = threading.Thread(target=ray_like_thread, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        picked = set(host_cpu.spawner_library_threads(os.getpid()))
+    finally:
+        done.set()
+        thread.join()
+    assert raylet["grpc_global_tim"] in picked and named["tid"] in picked
+    # Never the raylet's main thread (it starts the workers) or its other threads, never the
+    # driver's main thread, never a thread of another process.
+    assert not {raylet["main"], raylet["compute"], raylet["gloo_tcp_loop"]} & picked
+    assert threading.get_native_id() not in picked
+    assert not set(worker.values()) & picked

@@ -242,4 +242,5 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
     absent = {"ray::PlacementGroupCleaner", "ray::DatasetManager"}
     for name in (name.strip() for name in host_cpu.CONTROL_PLANE):
         assert (name in swept[0]) == (name not in absent), (name, swept[0])
+    assert "library threads of the driver and raylet" in swept[0]
     ray.shutdown()
