@@ -5,6 +5,8 @@ throughput benchmark is after, so runs that follow each other are not comparable
 programs start, each is paused (SIGSTOP, with every process below it) while the other runs, and
 they swap every `slice_s` seconds until both finish. Each program's speed is the median of its own
 per-step times: the one step per slice that spans a pause is an outlier the median ignores.
+Only steps taken while both programs ran count: the one that finishes last runs its remaining
+steps alone, in a later stretch of the VM's drift that the other never saw.
 
     a = Lane("nanoGPT", cmd, ready=..., step_seconds=...)
     b = Lane("kiln", cmd, ready=..., step_seconds=...)
@@ -38,6 +40,8 @@ class Lane:
     env: dict[str, str] = field(default_factory=dict)
     log: Path | None = None  # stdout and stderr go here
     proc: subprocess.Popen | None = None
+    # Steps logged while the other program still ran (set for the one that finishes last).
+    shared_steps: int | None = None
 
     def start(self) -> None:
         out = open(self.log, "w") if self.log else subprocess.DEVNULL  # noqa: SIM115
@@ -63,7 +67,7 @@ class Lane:
             raise RuntimeError(f"{self.name} failed ({self.proc.returncode}):\n{tail}")
 
     def tokens_per_second(self, tokens_per_step: int, skip: int = 10) -> float:
-        times = self.step_seconds()[skip:]
+        times = self.step_seconds()[: self.shared_steps][skip:]
         if not times:
             raise RuntimeError(f"{self.name} logged no steps after the first {skip}")
         return tokens_per_step / statistics.median(times)
@@ -90,6 +94,10 @@ def alternate(a: Lane, b: Lane, slice_s: float = 1.0, timeout: float = 3600) -> 
         while any(lane.running for lane in lanes):
             if time.time() > deadline:
                 raise TimeoutError(f"{a.name} and {b.name} did not finish in {timeout:.0f}s")
+            if not all(lane.running for lane in lanes):
+                for lane in lanes:  # the other finished: what comes next runs alone
+                    if lane.running and lane.shared_steps is None:
+                        lane.shared_steps = len(lane.step_seconds())
             on, off = lanes[turn], lanes[1 - turn]
             if off.running:
                 off.signal(signal.SIGSTOP)
