@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -138,12 +139,16 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-def control_plane_processes(root_pid: int, below: list[int] | None = None) -> dict[int, str]:
-    """The processes below `root_pid` (`below`, if already known) that the driver may demote,
+def _titles_below(root_pid: int) -> dict[int, str]:
+    """Every process below `root_pid` with its title, a space appended (entries may end in one)."""
+    return {pid: _title(pid) + " " for pid in descendants(root_pid)}
+
+
+def control_plane_processes(root_pid: int, titles: dict[int, str] | None = None) -> dict[int, str]:
+    """The processes below `root_pid` (`titles`, if already read) that the driver may demote,
     each with the `CONTROL_PLANE` entry it matched; no other process (see the module docstring)."""
     found = {}
-    for pid in descendants(root_pid) if below is None else below:
-        title = _title(pid) + " "
+    for pid, title in (_titles_below(root_pid) if titles is None else titles).items():
         if TRAIN_WORKER not in title:
             for name in CONTROL_PLANE:
                 if name in title:
@@ -166,11 +171,11 @@ def library_threads(pid: int) -> list[int]:
     ]
 
 
-def spawner_library_threads(root_pid: int, below: list[int] | None = None) -> list[int]:
+def spawner_library_threads(root_pid: int, titles: dict[int, str] | None = None) -> list[int]:
     """Ray's library threads in `root_pid` itself (the driver) and in the raylets below it
-    (`below`, if already known)."""
-    below = descendants(root_pid) if below is None else below
-    pids = [root_pid] + [pid for pid in below if any(s in _title(pid) + " " for s in SPAWNERS)]
+    (`titles`, if already read)."""
+    titles = _titles_below(root_pid) if titles is None else titles
+    pids = [root_pid] + [pid for pid, title in titles.items() if any(s in title for s in SPAWNERS)]
     return [tid for pid in pids for tid in library_threads(pid)]
 
 
@@ -239,11 +244,11 @@ def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
     def sweep() -> None:
         total, names = 0, set()
         while True:
-            below = descendants(os.getpid())
-            processes = control_plane_processes(os.getpid(), below)
+            titles = _titles_below(os.getpid())  # read once for both
+            processes = control_plane_processes(os.getpid(), titles)
             total += idle(tid for pid in processes for tid in _threads(pid))
             names.update(processes.values())
-            library = spawner_library_threads(os.getpid(), below)
+            library = spawner_library_threads(os.getpid(), titles)
             total += idle(library)
             if library:
                 names.add("library threads of the driver and raylet")
@@ -264,6 +269,7 @@ def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
         sweeper.join(timeout=every_s + 5)
 
 
+@functools.cache
 def _prctl():
     if not sys.platform.startswith("linux"):
         return None
