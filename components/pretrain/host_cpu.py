@@ -20,8 +20,9 @@ Three things, all only on a cluster this process started (never on one it joined
   task-loop tick. Training threads set the normal slack back for themselves, before they start
   their OpenMP threads.
 - Fewer timers (`ray_launch.ensure_ray`): no preemption watcher, no event-loop lag probes,
-  slower metrics and resource reports and slower raylet housekeeping, none of which a
-  one-machine cluster needs; and two helper actors fewer (`ray_launch.LocalClusterTrainer`).
+  slower metrics and resource reports, slower raylet housekeeping, log-file listing, autoscaler
+  status and dashboard-agent stats, none of which a one-machine cluster needs; and three helper
+  actors fewer (`ray_launch.LocalClusterTrainer`). The driver's own sweeps back off too.
 
 A thread or process started by a SCHED_IDLE thread inherits the policy (`SCHED_RESET_ON_FORK`
 does not undo it), and without CAP_SYS_NICE it cannot be undone. So the driver demotes only
@@ -82,7 +83,11 @@ RAY_LIBRARY_THREADS = (
     "store.io",
     "MemoryMonitor",
 )
-SWEEP_EVERY_S = 2.0  # how often the driver looks for new control-plane processes and threads
+# How often the driver looks for new control-plane processes and threads: every SWEEP_EVERY_S
+# while it finds some, twice as long after each sweep that finds none, up to SWEEP_MAX_S. A sweep
+# reads /proc for ~300 threads (~5 ms of CPU); at a fixed 2 s it was the driver's largest cost.
+SWEEP_EVERY_S = 2.0
+SWEEP_MAX_S = 30.0
 # Threads of a training worker that move the training's own data: left at normal priority.
 DATA_PLANE_THREADS = ("gloo", "pt_", "nccl", "cuda")
 
@@ -226,33 +231,43 @@ def idle_own_control_threads(world_size: int) -> int:
     return idle(own_control_threads(world_size))
 
 
+def next_sweep_in(wait_s: float, changed: bool, every_s: float, max_s: float) -> float:
+    """The wait before the next sweep: `every_s` after a sweep that demoted something (a run is
+    starting or restarting), else twice the last wait, at most `max_s`."""
+    return every_s if changed else min(max_s, max(wait_s, every_s) * 2)
+
+
 @contextlib.contextmanager
-def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
+def idle_control_plane(every_s: float | None = None, max_s: float | None = None) -> Iterator[None]:
     """While the block runs, keep demoting the control plane of the Ray cluster this process
     started (processes and threads appear throughout a run: actors, helpers, gRPC threads).
 
     Only descendants are touched, and of the driver itself only Ray's library threads, which
     stay at idle priority after the block (they only serve Ray): a cluster this process merely
-    joined is left alone. Sweeps every `every_s` (default `SWEEP_EVERY_S`).
+    joined is left alone. Sweeps every `every_s` (default `SWEEP_EVERY_S`) while sweeps find
+    something to demote, backing off to `max_s` (default `SWEEP_MAX_S`) while they find nothing.
     """
     if _IDLE is None:
         yield
         return
     every_s = every_s or SWEEP_EVERY_S
+    max_s = max(every_s, max_s or SWEEP_MAX_S)
     stop = threading.Event()
 
     def sweep() -> None:
-        total, names = 0, set()
+        total, names, wait_s = 0, set(), every_s
         while True:
             titles = _titles_below(os.getpid())  # read once for both
             processes = control_plane_processes(os.getpid(), titles)
-            total += idle(tid for pid in processes for tid in _threads(pid))
+            changed = idle(tid for pid in processes for tid in _threads(pid))
             names.update(processes.values())
             library = spawner_library_threads(os.getpid(), titles)
-            total += idle(library)
+            changed += idle(library)
             if library:
                 names.add("library threads of the driver and raylet")
-            if stop.wait(every_s):
+            total += changed
+            wait_s = next_sweep_in(wait_s, changed > 0, every_s, max_s)
+            if stop.wait(wait_s):
                 break
         log.debug(
             "ran %d Ray control-plane threads at idle CPU priority, in: %s",
@@ -266,7 +281,7 @@ def idle_control_plane(every_s: float | None = None) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        sweeper.join(timeout=every_s + 5)
+        sweeper.join(timeout=5)
 
 
 @functools.cache

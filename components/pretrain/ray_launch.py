@@ -41,8 +41,9 @@ try:  # Ray Train v2 internals (Ray is pinned to 2.60.*); without them LocalClus
     from ray.train.v2._internal.callbacks.placement_group_callback import (
         PlacementGroupCleanerCallback,
     )
+    from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
 except ImportError:  # pragma: no cover - a Ray that moved them
-    DatasetsCallback = PlacementGroupCleanerCallback = None
+    DatasetsCallback = PlacementGroupCleanerCallback = FixedScalingPolicy = None
 
 from components.common.config import Config, from_dict
 from components.pretrain import checkpoint as ckpt
@@ -67,16 +68,46 @@ QUIET_LOCAL_CLUSTER = {
     "kill_idle_workers_interval_ms": 1_000,  # reaping idle pooled workers
     "memory_monitor_refresh_ms": 1_000,  # the OOM killer looks once a second
 }
+# The same for Ray's Python daemons, read from their environment (inherited from this process).
+QUIET_LOCAL_DAEMONS = {
+    # The log monitor lists the session's log files with a glob on every 0.1 s pass when there
+    # are fewer than this many; with 0, only every LOG_NAME_UPDATE_INTERVAL_S (its default).
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    # The autoscaler's monitor refreshes cluster status every 5 s; a fixed local cluster has
+    # nothing to scale (`ray status` may lag by this much).
+    "AUTOSCALER_UPDATE_INTERVAL_S": "30",
+    # The dashboard agent's reporter reads every worker's process stats (psutil) every 5 s for a
+    # dashboard that a cluster Kiln starts does not run (include_dashboard=False).
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",
+}
+
+
+if FixedScalingPolicy is not None:
+
+    class FixedLocalScaling(FixedScalingPolicy):
+        """Ray Train's fixed-size scaling without resource requests to the cluster autoscaler:
+        a cluster this process started has none, and the `_AutoscalingCoordinatorActor` that
+        would relay them is one more process waking on a training core."""
+
+        def after_controller_start(self, train_run_context) -> None:
+            pass
+
+        def _maybe_send_resource_request(self) -> None:
+            pass
+
+else:  # pragma: no cover - a Ray that moved it
+    FixedLocalScaling = None
 
 
 class LocalClusterTrainer(TorchTrainer):
     """A TorchTrainer for a Ray cluster this process started, which ends when it does.
 
-    It leaves out two of Ray Train's helper actors, each a process whose core worker wakes ~70
-    times/s on a training core (host_cpu): the PlacementGroupCleaner, which frees the run's
-    placement group if the Train controller dies (here the cluster goes with the driver), and,
-    when no Ray Datasets are given (Kiln reads its own token shards), the DatasetManager. Ray's
-    "Failed to stop PlacementGroupCleaner gracefully" at the end of a run goes with it.
+    It leaves out three of Ray Train's helper actors, each a process whose core worker wakes
+    ~70 times/s and takes ~4 ms/s of CPU from the training threads (host_cpu): the
+    PlacementGroupCleaner, which frees the run's placement group if the Train controller dies
+    (here the cluster goes with the driver); when no Ray Datasets are given (Kiln reads its own
+    token shards), the DatasetManager; and the autoscaling coordinator (`FixedLocalScaling`).
+    Ray's "Failed to stop PlacementGroupCleaner gracefully" at the end of a run goes too.
     """
 
     def _create_default_callbacks(self):
@@ -85,6 +116,12 @@ class LocalClusterTrainer(TorchTrainer):
             unneeded.append(DatasetsCallback)
         unneeded = tuple(c for c in unneeded if c is not None)
         return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        policy = controller_init_kwargs.get("scaling_policy")
+        if FixedLocalScaling is not None and type(policy) is FixedScalingPolicy:
+            controller_init_kwargs["scaling_policy"] = FixedLocalScaling(self.scaling_config)
+        return super()._initialize_and_run_controller(**controller_init_kwargs)
 
 
 class RayRuntime(Runtime):
@@ -209,6 +246,8 @@ def ensure_ray(address: str = "") -> None:
     # A one-machine cluster needs no preemption watcher (read by the Train controller, so set
     # before Ray starts its processes, which inherit this environment).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    for name, value in QUIET_LOCAL_DAEMONS.items():
+        os.environ.setdefault(name, value)
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
     # Its processes get a long timer slack and fewer timers (host_cpu's docstring says why).
     with host_cpu.slack_for_children():

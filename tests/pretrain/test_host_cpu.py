@@ -137,9 +137,17 @@ def test_a_lone_worker_demotes_its_idle_collective_threads_too(processes):
     assert host_cpu.is_idle(worker["gloo_tcp_loop"]) and not host_cpu.is_idle(worker["compute"])
 
 
+def test_sweeps_back_off_while_they_find_nothing_and_speed_up_when_they_do():
+    waits, wait = [], 2.0
+    for changed in (True, False, False, False, False, False, True, False):
+        wait = host_cpu.next_sweep_in(wait, changed, every_s=2.0, max_s=30.0)
+        waits.append(wait)
+    assert waits == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 2.0, 4.0]
+
+
 def test_idle_control_plane_sweeps_while_the_block_runs(processes):
     start, _ = processes
-    with host_cpu.idle_control_plane(every_s=0.05):
+    with host_cpu.idle_control_plane(every_s=0.05, max_s=0.2):
         actor = start("ray::PlacementGroupCleaner")  # appears after the block began
         deadline = time.time() + 10
         while not host_cpu.is_idle(actor["main"]) and time.time() < deadline:

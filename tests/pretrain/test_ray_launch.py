@@ -222,6 +222,7 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
     # The driver demotes the local cluster's control plane; sweeping every 20 ms (not 2 s) also
     # catches the worker inside its Train setup calls, when its title does not name it.
     monkeypatch.setattr(host_cpu, "SWEEP_EVERY_S", 0.02)
+    monkeypatch.setattr(host_cpu, "SWEEP_MAX_S", 0.02)  # and never backing off
     with caplog.at_level(logging.DEBUG, logger="kiln.ray"):
         result = launch(cfg, f"s3://{bucket}/tokens", tmp_path / "run")
     keys = storage.list_files(f"s3://{bucket}/ray/train")
@@ -236,10 +237,15 @@ def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, m
     placed = json.loads((tmp_path / "run/workers/rank_0.json").read_text())
     assert placed["training_thread_idle"] is False
     assert placed["timer_slack_ns"] == host_cpu.DEFAULT_TIMER_SLACK_NS
-    # A cluster of its own runs no PlacementGroupCleaner or DatasetManager (LocalClusterTrainer).
+    # A cluster of its own runs no PlacementGroupCleaner, DatasetManager or autoscaling
+    # coordinator (LocalClusterTrainer); every other name is one that ran and was demoted.
     swept = [r.getMessage() for r in caplog.records if "control-plane threads" in r.getMessage()]
     assert len(swept) == 1, swept
-    absent = {"ray::PlacementGroupCleaner", "ray::DatasetManager"}
+    absent = {
+        "ray::PlacementGroupCleaner",
+        "ray::DatasetManager",
+        "ray::_AutoscalingCoordinatorActor",
+    }
     for name in (name.strip() for name in host_cpu.CONTROL_PLANE):
         assert (name in swept[0]) == (name not in absent), (name, swept[0])
     assert "library threads of the driver and raylet" in swept[0]
