@@ -67,6 +67,7 @@ QUIET_LOCAL_CLUSTER = {
     "local_fs_monitor_interval_ms": 1_000,  # disk-full check for spilling
     "kill_idle_workers_interval_ms": 1_000,  # reaping idle pooled workers
     "memory_monitor_refresh_ms": 1_000,  # the OOM killer looks once a second
+    "gcs_pull_resource_loads_period_milliseconds": 5_000,  # queued work, for the autoscaler
 }
 # The same for Ray's Python daemons, read from their environment (inherited from this process).
 QUIET_LOCAL_DAEMONS = {
@@ -79,6 +80,9 @@ QUIET_LOCAL_DAEMONS = {
     # The dashboard agent's reporter reads every worker's process stats (psutil) every 5 s for a
     # dashboard that a cluster Kiln starts does not run (include_dashboard=False).
     "REPORTER_UPDATE_INTERVAL_MS": "60000",
+    # The dashboard process (Ray starts a minimal one even then) records its own CPU and memory
+    # every 5 s, reading /proc/<pid>/smaps.
+    "METRICS_RECORD_INTERVAL_S": "60",
 }
 
 
