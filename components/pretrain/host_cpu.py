@@ -162,9 +162,10 @@ def control_plane_processes(root_pid: int, titles: dict[int, str] | None = None)
     return found
 
 
-def control_plane_threads(root_pid: int) -> list[int]:
-    """The threads of `control_plane_processes(root_pid)`."""
-    return [tid for pid in control_plane_processes(root_pid) for tid in _threads(pid)]
+def control_plane_threads(root_pid: int, processes: dict[int, str] | None = None) -> list[int]:
+    """The threads of `control_plane_processes(root_pid)` (`processes`, if already found)."""
+    processes = control_plane_processes(root_pid) if processes is None else processes
+    return [tid for pid in processes for tid in _threads(pid)]
 
 
 def library_threads(pid: int) -> list[int]:
@@ -259,7 +260,7 @@ def idle_control_plane(every_s: float | None = None, max_s: float | None = None)
         while True:
             titles = _titles_below(os.getpid())  # read once for both
             processes = control_plane_processes(os.getpid(), titles)
-            changed = idle(tid for pid in processes for tid in _threads(pid))
+            changed = idle(control_plane_threads(os.getpid(), processes))
             names.update(processes.values())
             library = spawner_library_threads(os.getpid(), titles)
             changed += idle(library)
