@@ -3,6 +3,8 @@ error and no commit marker). A TcpProxy between the client and moto makes S3 "un
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
 import threading
 import time
@@ -114,3 +116,59 @@ def test_streaming_read_survives_a_dropped_connection(s3_proxy, tmp_path, caplog
         rest = f.read()
     assert head + rest == data
     assert any("re-opening" in r.getMessage() for r in caplog.records)
+
+
+class _CutCreateMultipartUpload(http.server.BaseHTTPRequestHandler):
+    """An HTTP front for moto that answers the first CreateMultipartUpload with a 200 and no
+    body (a reply cut off after its status line) and passes every other request through."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = ""  # host:port of moto
+    cut = 1
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and "uploads" in self.path and type(self).cut:
+            type(self).cut -= 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        conn = http.client.HTTPConnection(self.upstream)
+        conn.request(self.command, self.path, body, dict(self.headers))
+        reply = conn.getresponse()
+        data = reply.read()
+        conn.close()
+        self.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_cut_off_create_multipart_reply_is_retried(s3_server, tmp_path, monkeypatch, caplog):
+    caplog.set_level("WARNING", logger="components.common.storage")
+    handler = type("Front", (_CutCreateMultipartUpload,), {"upstream": s3_server.split("://")[1]})
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_S3_ENDPOINT", f"http://127.0.0.1:{front.server_address[1]}")
+        _tree(tmp_path / "model", n_files=1, size=12 << 20)  # over part_size: multipart
+        s = _settings()
+        uri = f"s3://{s.bucket}/cut/model"
+        manifest = storage.upload_dir(tmp_path / "model", uri, s)
+        assert handler.cut == 0  # the cut reply was served
+        assert any("retry" in r.getMessage() for r in caplog.records)
+        storage.download_dir(uri, tmp_path / "back", settings=s)
+        for rel, meta in manifest["files"].items():
+            assert storage.sha256_file(tmp_path / "back" / rel) == meta["sha256"]
+    finally:
+        front.shutdown()
+        front.server_close()

@@ -62,7 +62,8 @@ def transfer_config(s: S3Settings) -> Any:
 
 
 def is_transient(e: BaseException) -> bool:
-    """Connection trouble, timeouts, 5xx and throttling are worth retrying; the rest is not."""
+    """Connection trouble, timeouts, 5xx, throttling and truncated replies are worth retrying;
+    the rest is not."""
     from botocore.exceptions import (
         ClientError,
         ConnectionError,
@@ -75,6 +76,10 @@ def is_transient(e: BaseException) -> bool:
     if isinstance(cause, ConnectionError | HTTPClientError | IncompleteReadError | OSError):
         return not isinstance(cause, FileNotFoundError | PermissionError)
     if type(cause).__name__ == "RetriesExceededError":
+        return True
+    # A 200 whose body was cut off parses as an empty result, and boto3's transfer manager then
+    # fails on a field S3 always returns (KeyError 'UploadId' for CreateMultipartUpload).
+    if isinstance(cause, KeyError):
         return True
     if isinstance(cause, ClientError):
         code = str(cause.response.get("Error", {}).get("Code", ""))
