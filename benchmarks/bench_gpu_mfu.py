@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.common.config import load_config  # noqa: E402
-from components.pretrain.train import train  # noqa: E402
-from components.tokenization.manifest import Manifest, ShardEntry, write_manifest  # noqa: E402
-from components.tokenization.shards import write_shard  # noqa: E402
+from kiln.components.common.config import load_config  # noqa: E402
+from kiln.components.pretrain.train import train  # noqa: E402
+from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest  # noqa: E402
+from kiln.components.tokenization.shards import write_shard  # noqa: E402
 
 
 def random_tokens(root: Path, n: int, vocab: int = 50257) -> Path:

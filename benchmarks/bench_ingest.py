@@ -32,8 +32,8 @@ from benchmarks.bench_tokenize import _roots, python_sources  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {repo!r})
-from components.common.config import IngestConfig
-from components.ingest import run_ingest
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import run_ingest
 cfg = IngestConfig(workers={workers}, val_fraction=0.01)
 t = time.time()
 stats = run_ingest([{inp!r}], {out!r}, cfg)

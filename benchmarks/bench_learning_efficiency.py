@@ -58,9 +58,9 @@ def main() -> None:
             flush=True,
         )
 
-    from components.common.config import EvalConfig, TokenizerConfig, load_config
-    from components.evaluate import evaluate
-    from components.tokenization.pipeline import run_tokenize
+    from kiln.components.common.config import EvalConfig, TokenizerConfig, load_config
+    from kiln.components.evaluate import evaluate
+    from kiln.components.tokenization.pipeline import run_tokenize
 
     dataset = kiln_runs.split_dataset(text, work / "dataset")
     run_tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))

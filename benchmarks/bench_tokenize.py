@@ -33,13 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.common.config import TokenizerConfig  # noqa: E402
-from components.ingest.writer import ShardWriter  # noqa: E402
-from components.tokenization.bpe import train_bpe  # noqa: E402
-from components.tokenization.engine import Encoder  # noqa: E402
-from components.tokenization.manifest import read_manifest, shard_paths  # noqa: E402
-from components.tokenization.pipeline import run_tokenize  # noqa: E402
-from components.tokenization.shards import open_shard  # noqa: E402
+from kiln.components.common.config import TokenizerConfig  # noqa: E402
+from kiln.components.ingest.writer import ShardWriter  # noqa: E402
+from kiln.components.tokenization.bpe import train_bpe  # noqa: E402
+from kiln.components.tokenization.engine import Encoder  # noqa: E402
+from kiln.components.tokenization.manifest import read_manifest, shard_paths  # noqa: E402
+from kiln.components.tokenization.pipeline import run_tokenize  # noqa: E402
+from kiln.components.tokenization.shards import open_shard  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "kiln"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.pretrain.host_cpu import descendants  # noqa: E402
+from kiln.components.pretrain.host_cpu import descendants  # noqa: E402
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-KILN = [sys.executable, "-m", "pipelines.cli"]
+KILN = [sys.executable, "-m", "kiln.pipelines.cli"]
 
 
 @dataclass
@@ -31,8 +31,8 @@ def char_level_tokens(nanogpt_data: Path, out: Path) -> Path:
     """nanoGPT's own char-level ids (train.bin/val.bin) as Kiln shards: identical data for both."""
     import numpy as np
 
-    from components.tokenization.manifest import Manifest, ShardEntry, write_manifest
-    from components.tokenization.shards import write_shard
+    from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest
+    from kiln.components.tokenization.shards import write_shard
 
     out.mkdir(parents=True, exist_ok=True)
     splits = {}

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.common import storage  # noqa: E402
-from components.common.storage import s3  # noqa: E402
+from kiln.components.common import storage  # noqa: E402
+from kiln.components.common.storage import s3  # noqa: E402
 
 
 def _start_moto() -> tuple[subprocess.Popen, str]:

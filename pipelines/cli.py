@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"pipelines.commands.{name}").register(sub)
+        importlib.import_module(f"kiln.pipelines.commands.{name}").register(sub)
     return parser
 
 

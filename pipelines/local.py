@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.pipeline_run import WORKDIR_ENV, resolve_config
-from components.common.tracking import default_tracking_uri, end_pipeline_run, start_pipeline_run
-from pipelines.pretrain import PIPELINE_NAME, build_pipeline
+from kiln.components.common.pipeline_run import WORKDIR_ENV, resolve_config
+from kiln.components.common.tracking import (
+    default_tracking_uri,
+    end_pipeline_run,
+    start_pipeline_run,
+)
+from kiln.pipelines.pretrain import PIPELINE_NAME, build_pipeline
 
 LOCAL_BUCKET = "kiln"
 
@@ -107,7 +111,7 @@ def local_env(workdir: Path, mlflow_uri: str = "") -> dict[str, str]:
 def _corpus(run: LocalRun, workdir: Path) -> str:
     if run.data:
         return run.data
-    from pipelines.corpus import write_builtin_corpus
+    from kiln.pipelines.corpus import write_builtin_corpus
 
     return str(write_builtin_corpus(workdir / "corpus").resolve())
 

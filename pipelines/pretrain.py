@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from kfp import dsl
 from kfp import kubernetes as k8s
 
-from components.common.component import finalize, prepare
-from components.evaluate.component import evaluate
-from components.ingest.component import ingest
-from components.pretrain.component import pretrain
-from components.publish.component import publish
-from components.tokenization.component import tokenize
+from kiln.components.common.component import finalize, prepare
+from kiln.components.evaluate.component import evaluate
+from kiln.components.ingest.component import ingest
+from kiln.components.pretrain.component import pretrain
+from kiln.components.publish.component import publish
+from kiln.components.tokenization.component import tokenize
 
 PIPELINE_NAME = "kiln-pretrain"
 DATA_CONNECTION_KEYS = (

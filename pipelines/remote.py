@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.pretrain import PIPELINE_NAME, PipelineOptions, compile_pipeline
+from kiln.pipelines.pretrain import PIPELINE_NAME, PipelineOptions, compile_pipeline
 
 TOKEN_ENV = "KFP_TOKEN"
 

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
@@ -39,7 +39,7 @@ def prepare(
         config_json: the resolved config; run_id: the MLflow run id ('' when not tracking);
         ingest_config / tokenize_config: only the section each data step reads (its cache key).
     """
-    from components.common.pipeline_run import prepare_run
+    from kiln.components.common.pipeline_run import prepare_run
 
     return prepare_run(
         preset,
@@ -77,7 +77,7 @@ def finalize(
     Returns:
         The MLflow run's final status: FINISHED, FAILED or KILLED ('' when not tracking).
     """
-    from components.common.pipeline_run import finish_run
+    from kiln.components.common.pipeline_run import finish_run
 
     return finish_run(
         preset,

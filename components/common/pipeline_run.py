@@ -20,8 +20,8 @@ import logging
 import os
 from typing import Any, NamedTuple
 
-from components.common.config import Config, from_dict, load_config, validate
-from components.common.tracking import (
+from kiln.components.common.config import Config, from_dict, load_config, validate
+from kiln.components.common.tracking import (
     Tracker,
     close_pipeline_run,
     find_pipeline_run,

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from components.common.tracking import is_not_found, mlflow_client, resolve_tracking_uri
+from kiln.components.common.tracking import is_not_found, mlflow_client, resolve_tracking_uri
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 RUN_ID_TAG, VAL_SET_TAG, METRIC_PREFIX = "training_run_id", "val_set_digest", "metric."

@@ -1,12 +1,12 @@
 """Evaluate stage: held-out loss, perplexity and bits per byte, seeded samples, a gate verdict.
 
-    from components.evaluate import evaluate
+    from kiln.components.evaluate import evaluate
     report = evaluate(model_dir, tokens_dir, output_dir, cfg.eval)   # also writes eval.json
 
 Modules: `metrics` (the held-out pass and the bits-per-byte formula), `samples`, `gate`,
 `run` (`evaluate`, `read_eval`).
 """
 
-from components.evaluate.run import EVAL_JSON, evaluate, read_eval
+from kiln.components.evaluate.run import EVAL_JSON, evaluate, read_eval
 
 __all__ = ["EVAL_JSON", "evaluate", "read_eval"]

@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
@@ -28,7 +28,7 @@ def evaluate(
         report: eval.json (val loss, perplexity, bits per byte, samples, gate verdict).
         metrics: the same numbers as KFP metrics, shown in the pipeline UI.
     """
-    from components.evaluate.step import evaluate_step
+    from kiln.components.evaluate.step import evaluate_step
 
     evaluate_step(
         trained.path + "/model",

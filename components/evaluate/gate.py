@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from components.common.config import EvalConfig
+from kiln.components.common.config import EvalConfig
 
 
 def gate_verdict(

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.tokenization.engine import byte_decoder
-from components.tokenization.shards import open_shard
+from kiln.components.tokenization.engine import byte_decoder
+from kiln.components.tokenization.shards import open_shard
 
 
 @dataclass

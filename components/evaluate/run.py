@@ -1,6 +1,6 @@
 """`evaluate`: score a trained model on the held-out split, sample from it, judge it.
 
-    from components.evaluate import evaluate
+    from kiln.components.evaluate import evaluate
     report = evaluate("out/model", "data/tokens", "out/eval", cfg.eval, baseline_model_dir=None)
     report["val_loss"], report["bits_per_byte"], report["gate"]["passed"]
 
@@ -32,12 +32,12 @@ from typing import Any
 
 import torch
 
-from components.common.config import EvalConfig
-from components.evaluate.gate import gate_verdict
-from components.evaluate.metrics import HeldOut, held_out_metrics, token_byte_lengths
-from components.evaluate.samples import generate_samples
-from components.tokenization.manifest import read_manifest
-from components.tokenization.shards import sha256_file
+from kiln.components.common.config import EvalConfig
+from kiln.components.evaluate.gate import gate_verdict
+from kiln.components.evaluate.metrics import HeldOut, held_out_metrics, token_byte_lengths
+from kiln.components.evaluate.samples import generate_samples
+from kiln.components.tokenization.manifest import read_manifest
+from kiln.components.tokenization.shards import sha256_file
 
 log = logging.getLogger(__name__)
 EVAL_JSON = "eval.json"
@@ -61,11 +61,11 @@ def _local_model(ref: str, tmp: str, tracking_uri: str, workdir: str) -> Path:
     verified against the upload's sha256 manifest)."""
     if not ref.startswith(("s3://", "models:/")):
         return Path(ref)
-    from components.common import storage
+    from kiln.components.common import storage
 
     uri = ref
     if ref.startswith("models:/"):
-        from components.common.registry import ModelRegistry
+        from kiln.components.common.registry import ModelRegistry
 
         uri = ModelRegistry(tracking_uri, workdir).resolve(ref)
     dest = Path(tmp) / hashlib.sha256(ref.encode()).hexdigest()[:12]
@@ -92,7 +92,7 @@ def _check_tokenizer(model_dir: Path, tokens_dir: Path, expected_sha: str) -> Pa
 
 def _score(model_dir: Path, tokens_dir: Path, files: list[Path], cfg: EvalConfig, device):
     """(model, HeldOut) for the HF model in `model_dir` on the val shards `files`."""
-    from components.pretrain.export import import_hf
+    from kiln.components.pretrain.export import import_hf
 
     model = import_hf(model_dir).to(device)
     manifest_vocab = read_manifest(tokens_dir).vocab_size

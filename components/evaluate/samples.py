@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from components.common.config import EvalConfig
+from kiln.components.common.config import EvalConfig
 
 EOT = "<|endoftext|>"
 
@@ -21,7 +21,7 @@ def generate_samples(
     samples exactly (on the same device). Generation stops early at `<|endoftext|>`.
 
     Args:
-        model: a `components.pretrain.model.Llama` (has `generate`).
+        model: a `kiln.components.pretrain.model.Llama` (has `generate`).
         tokenizer: a `tokenizers.Tokenizer` matching the model.
         cfg: the `eval` section (prompts, sample_tokens, temperature, top_k, seed).
         device: where the model runs.

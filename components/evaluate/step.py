@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.common.pipeline_run import step_config, step_tracker, workdir
-from components.evaluate.run import EVAL_JSON, evaluate
+from kiln.components.common.pipeline_run import step_config, step_tracker, workdir
+from kiln.components.evaluate.run import EVAL_JSON, evaluate
 
 
 def evaluate_step(
@@ -39,7 +39,7 @@ def evaluate_step(
         log_metric: called with (name, value) for each numeric metric.
 
     Returns:
-        The eval report (see `components.evaluate.run`).
+        The eval report (see `kiln.components.evaluate.run`).
     """
     cfg = step_config(config_json)
     report = evaluate(

@@ -6,11 +6,11 @@
 
 def __getattr__(name: str):
     if name == "run_ingest":
-        from components.ingest.pipeline import run_ingest
+        from kiln.components.ingest.pipeline import run_ingest
 
         return run_ingest
     if name == "Stats":
-        from components.ingest.stats import Stats
+        from kiln.components.ingest.stats import Stats
 
         return Stats
     raise AttributeError(name)

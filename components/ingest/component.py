@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
@@ -17,6 +17,6 @@ def ingest(corpus_uri: str, config_json: str, dataset: Output[Dataset]):
         config_json: the resolved Kiln config (the `prepare` step's output); uses `ingest.*`.
         dataset: train/ and val/ parquet shards of {id, text, source}, stats.json, rejects.jsonl.
     """
-    from components.ingest.step import ingest_step
+    from kiln.components.ingest.step import ingest_step
 
     ingest_step(corpus_uri, dataset.path, config_json)

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from components.common.config import DedupConfig
+from kiln.components.common.config import DedupConfig
 
 _P = np.uint64((1 << 61) - 1)
 

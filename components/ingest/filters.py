@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from components.common.config import FilterConfig
+from kiln.components.common.config import FilterConfig
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 _HAS_ALPHA = re.compile(r"[^\W\d_]")  # a letter (any script)

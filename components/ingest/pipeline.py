@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.common.config import IngestConfig
-from components.ingest import readers, steps
-from components.ingest.dedup import Deduper
-from components.ingest.stats import Stats
-from components.ingest.writer import ShardWriter, copies, split_of
-from components.tokenization.parallel import OrderedPool
-from components.tokenization.progress import Progress
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import readers, steps
+from kiln.components.ingest.dedup import Deduper
+from kiln.components.ingest.stats import Stats
+from kiln.components.ingest.writer import ShardWriter, copies, split_of
+from kiln.components.tokenization.parallel import OrderedPool
+from kiln.components.tokenization.progress import Progress
 
 
 def _validate(cfg: IngestConfig) -> None:
@@ -62,7 +62,7 @@ def plan(inputs: list[str]) -> list[tuple[str, str]]:
 def _results(tasks, cfg: IngestConfig, tmp: Path) -> Iterator[tuple[str, dict]]:
     jobs = [(src, path, str(tmp / f"{i:08d}.pkl")) for i, (src, path) in enumerate(tasks)]
     if cfg.ray_address:
-        from components.ingest.ray_ingest import ray_results
+        from kiln.components.ingest.ray_ingest import ray_results
 
         yield from ray_results(jobs, cfg)
         return

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.common.config import IngestConfig
-from components.ingest import steps
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import steps
 
 
 def _process(cfg: IngestConfig, job: tuple[str, str, str]) -> tuple[bytes, dict]:

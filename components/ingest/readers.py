@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.ingest.document import Document, Problem, ReadError
-from components.ingest.streams import compression, iter_chunks, iter_lines, read_bounded
+from kiln.components.ingest.document import Document, Problem, ReadError
+from kiln.components.ingest.streams import compression, iter_chunks, iter_lines, read_bounded
 
 TEXT, JSONL, JSON, PARQUET = "text", "jsonl", "json", "parquet"
 FORMATS = {".txt": TEXT, ".md": TEXT, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON}
@@ -45,11 +45,11 @@ def split_source(arg: str) -> tuple[str, str]:
 def expand(arg: str) -> list[str]:
     """Files named by one input argument, sorted; hf:// inputs are returned as they are."""
     if arg.startswith("hf://"):
-        from components.ingest import hf
+        from kiln.components.ingest import hf
 
         return hf.resolve(arg)
     if arg.startswith("s3://"):
-        from components.common import storage
+        from kiln.components.common import storage
 
         found = storage.list_files(arg)
         return [f for f in found if file_format(f)] if len(found) != 1 else found
@@ -193,7 +193,7 @@ class Reader:
 
         try:
             if path.startswith("hf::"):
-                from components.ingest import hf
+                from kiln.components.ingest import hf
 
                 f, size = hf.open_file(path)
                 self.bytes_in += size

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.pipeline_run import step_config, step_tracker
-from components.ingest.pipeline import run_ingest
+from kiln.components.common.pipeline_run import step_config, step_tracker
+from kiln.components.ingest.pipeline import run_ingest
 
 
 def ingest_step(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from components.common.config import IngestConfig
-from components.ingest import filters as filters_mod
-from components.ingest.dedup import MinHasher, exact_key
-from components.ingest.document import Problem
-from components.ingest.language import detect
-from components.ingest.normalize import normalize, redact_pii
-from components.ingest.readers import Reader
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import filters as filters_mod
+from kiln.components.ingest.dedup import MinHasher, exact_key
+from kiln.components.ingest.document import Problem
+from kiln.components.ingest.language import detect
+from kiln.components.ingest.normalize import normalize, redact_pii
+from kiln.components.ingest.readers import Reader
 
 BATCH = 256
 _state: dict = {}

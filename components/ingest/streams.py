@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterator
 from typing import IO
 
-from components.ingest.document import ReadError
+from kiln.components.ingest.document import ReadError
 
 CHUNK = 1 << 20
 
@@ -21,7 +21,7 @@ CHUNK = 1 << 20
 def open_raw(path: str) -> IO[bytes]:
     """Binary file object for a local path or an s3:// URI (via the project's storage layer)."""
     if path.startswith("s3://"):
-        from components.common import storage
+        from kiln.components.common import storage
 
         return storage.open_read(path)
     return open(path, "rb")

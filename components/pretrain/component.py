@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("gpu"), install_kfp_package=False)
@@ -19,6 +19,6 @@ def pretrain(tokens: Input[Dataset], config_json: str, run_id: str, trained: Out
         trained: config.json, train_log.jsonl, checkpoints/step_N and the final model in
             Hugging Face Llama format under model/.
     """
-    from components.pretrain.step import pretrain_step
+    from kiln.components.pretrain.step import pretrain_step
 
     pretrain_step(tokens.path, trained.path, config_json, run_id)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.tokenization.shards import open_shard
+from kiln.components.tokenization.shards import open_shard
 
 
 class TokenLoader:

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from components.common.config import ModelConfig
-from components.pretrain import checkpoint as ckpt
-from components.pretrain.model import Llama, ffn_dim
+from kiln.components.common.config import ModelConfig
+from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.model import Llama, ffn_dim
 
 EOT = "<|endoftext|>"
 
@@ -145,7 +145,7 @@ def export_checkpoint(
     checkpoint_dir: str | Path, out_dir: str | Path, tokenizer_json: str | Path | None = None
 ) -> Path:
     """Export a training checkpoint (`step_N/`) to a Hugging Face model directory."""
-    from components.common.config import from_dict
+    from kiln.components.common.config import from_dict
 
     parts = ckpt.read_checkpoint(checkpoint_dir)
     cfg = from_dict(parts["config"]).model

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from components.pretrain import cpu_ops
+from kiln.components.pretrain import cpu_ops
 
 
 def _native(*tensors: torch.Tensor):

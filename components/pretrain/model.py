@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.common.config import ModelConfig
-from components.pretrain import kernels
+from kiln.components.common.config import ModelConfig
+from kiln.components.pretrain import kernels
 
 
 def ffn_dim(cfg: ModelConfig) -> int:

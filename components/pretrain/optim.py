@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from components.common.config import OptimConfig
+from kiln.components.common.config import OptimConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:

@@ -45,11 +45,11 @@ try:  # Ray Train v2 internals (Ray is pinned to 2.60.*); without them LocalClus
 except ImportError:  # pragma: no cover - a Ray that moved them
     DatasetsCallback = PlacementGroupCleanerCallback = FixedScalingPolicy = None
 
-from components.common.config import Config, from_dict
-from components.pretrain import checkpoint as ckpt
-from components.pretrain import host_cpu
-from components.pretrain.runtime import Runtime
-from components.pretrain.train import Trainer, local_param_count
+from kiln.components.common.config import Config, from_dict
+from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain import host_cpu
+from kiln.components.pretrain.runtime import Runtime
+from kiln.components.pretrain.train import Trainer, local_param_count
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"

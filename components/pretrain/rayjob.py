@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.common import kube
-from components.common.images import RAY_VERSION, image_ref
+from kiln.components.common import kube
+from kiln.components.common.images import RAY_VERSION, image_ref
 
 log = logging.getLogger(__name__)
 

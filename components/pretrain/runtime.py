@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain import checkpoint as ckpt
 
 TRAIN_LOG = "train_log.jsonl"
 

@@ -29,10 +29,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.common.pipeline_run import step_config, step_tracker
-from components.common.tracking import Tracker
-from components.pretrain import checkpoint as ckpt
-from components.pretrain.runtime import TRAIN_LOG, read_train_log
+from kiln.components.common.pipeline_run import step_config, step_tracker
+from kiln.components.common.tracking import Tracker
+from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.runtime import TRAIN_LOG, read_train_log
 
 log = logging.getLogger("kiln.pretrain")
 SHARED_DIR_ENV = "KILN_SHARED_DIR"
@@ -44,7 +44,7 @@ def _has_run(out: Path) -> bool:
 
 def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | None:
     """Train as a Ray job; stage through $KILN_SHARED_DIR when set (see module docstring)."""
-    from components.pretrain.ray_launch import submit_job
+    from kiln.components.pretrain.ray_launch import submit_job
 
     cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
     shared = os.environ.get(SHARED_DIR_ENV, "")
@@ -68,7 +68,7 @@ def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | N
 
 def _cluster_s3_root(cfg) -> str | None:
     """The s3:// prefix a Ray cluster can read, when real S3 is configured (not the local stand-in)."""
-    from components.common import storage
+    from kiln.components.common import storage
 
     s = storage.settings_from_config(cfg.storage)
     if not s.bucket or (s.local_root and not s.endpoint):
@@ -81,8 +81,8 @@ def _submit_via_s3(
 ) -> str | None:
     """Train as a Ray job whose workers read the token shards from S3 and write checkpoints to
     S3; a re-run of the step resumes from the latest S3 checkpoint of the same run."""
-    from components.common import storage
-    from components.pretrain.ray_launch import fetch_latest_checkpoint, run_exists, submit_job
+    from kiln.components.common import storage
+    from kiln.components.pretrain.ray_launch import fetch_latest_checkpoint, run_exists, submit_job
 
     prefix = storage.join(root, "runs", run_key or out.resolve().parent.name, "train")
     tokens_uri = storage.join(prefix, "tokens")
@@ -105,12 +105,12 @@ def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tupl
     if address.startswith(("http://", "https://")):
         return _submit(cfg, tokens, out, address, run_key), False
     if cfg.dist.workers > 0:
-        from components.pretrain.ray_launch import copy_final_checkpoint, launch
+        from kiln.components.pretrain.ray_launch import copy_final_checkpoint, launch
 
         result = launch(cfg, tokens, out, resume=resume)
         final = copy_final_checkpoint(result, out)
         return (str(final) if final else None), False
-    from components.pretrain.train import train
+    from kiln.components.pretrain.train import train
 
     return train(cfg, tokens, out, resume=resume, tracker=tracker).checkpoint, True
 
@@ -157,7 +157,7 @@ def pretrain_step(
     Returns:
         The final step, checkpoint and model directory, and the last logged loss.
     """
-    from components.pretrain.export import export_checkpoint
+    from kiln.components.pretrain.export import export_checkpoint
 
     cfg = step_config(config_json)
     tokens, out = Path(tokens_dir), Path(output_dir)

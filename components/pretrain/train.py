@@ -26,21 +26,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from components.common.config import Config
-from components.pretrain import checkpoint as ckpt
-from components.pretrain.data import TokenLoader
-from components.pretrain.host_memory import retain_freed_memory
-from components.pretrain.model import Llama
-from components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
-from components.pretrain.runtime import (
+from kiln.components.common.config import Config
+from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.data import TokenLoader
+from kiln.components.pretrain.host_memory import retain_freed_memory
+from kiln.components.pretrain.model import Llama
+from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
+from kiln.components.pretrain.runtime import (
     TRAIN_LOG,
     NonFiniteError,
     Runtime,
     Tracker,
     TrainResult,
 )
-from components.pretrain.throughput import ProgressLine, format_duration, peak_flops
-from components.tokenization.manifest import read_manifest, shard_paths
+from kiln.components.pretrain.throughput import ProgressLine, format_duration, peak_flops
+from kiln.components.tokenization.manifest import read_manifest, shard_paths
 
 log = logging.getLogger("kiln.train")
 
@@ -58,7 +58,7 @@ def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
     import hashlib
     import os
 
-    from components.common import storage  # only S3 inputs need the storage layer
+    from kiln.components.common import storage  # only S3 inputs need the storage layer
 
     cache_root = Path(os.environ.get("KILN_CACHE_DIR", Path.home() / ".cache" / "kiln"))
     local = cache_root / "tokens" / hashlib.sha256(uri.encode()).hexdigest()[:16]

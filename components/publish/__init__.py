@@ -1,6 +1,6 @@
 """Publish stage: verified upload to S3, MLflow tracking and registry, KServe manifest.
 
-    from components.publish import publish
+    from kiln.components.publish import publish
     out = publish(model_dir, eval_json, "s3://bucket/kiln/models/run-1", cfg, run_id=...)
 
 Modules: `run` (`publish`, the order of steps), `lineage` (digests, code version, checkpoints
@@ -10,9 +10,9 @@ index, loss curve), `track` (MLflow run and registry), `serving` and `inference_
 
 
 def __getattr__(name: str):
-    # Lazy, so `from components.publish.inference_service import …` stays light (no torch).
+    # Lazy, so `from kiln.components.publish.inference_service import …` stays light (no torch).
     if name == "publish":
-        from components.publish.run import publish
+        from kiln.components.publish.run import publish
 
         return publish
     raise AttributeError(name)

@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
@@ -28,7 +28,7 @@ def publish(
         pipeline_run_id: the KFP run id, recorded with the version.
         published: publish.json (S3 URIs with sha256, registered name/version, aliases).
     """
-    from components.publish.step import publish_step
+    from kiln.components.publish.step import publish_step
 
     publish_step(
         trained.path + "/model",

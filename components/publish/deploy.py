@@ -18,15 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from components.common import kube
-from components.common.config import Config
-from components.common.registry import ModelRegistry
-from components.publish.inference_service import (
+from kiln.components.common import kube
+from kiln.components.common.config import Config
+from kiln.components.common.registry import ModelRegistry
+from kiln.components.publish.inference_service import (
     RUNTIME,
     apply_inference_service,
     render_inference_service,
 )
-from components.publish.serving import serving_name
+from kiln.components.publish.serving import serving_name
 
 GATE_TAG, GATE_PASSED = "eval_gate", "passed"
 
@@ -122,7 +122,7 @@ def plan_deployment(
     info = registry.show(name, version=version, alias=alias)
     gate = check_gate(info, force)
     if cfg is None:
-        from components.common.config import load_config
+        from kiln.components.common.config import load_config
 
         cfg = load_config(None)
     pc = cfg.publish

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from components.common import kube
+from kiln.components.common import kube
 
 RUNTIME = "kiln-vllm"
 MODEL_FORMAT = "vLLM"

@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from components.common.storage import sha256_file
-from components.pretrain import checkpoint as ckpt
+from kiln.components.common.storage import sha256_file
+from kiln.components.pretrain import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def lineage_tags(report: dict[str, Any], tokens_dir: str | Path | None = None) -
     given, else the ones the eval report recorded), the val-set digest, and the code version."""
     dataset, tokenizer = report.get("dataset_digest", ""), report.get("tokenizer_sha256", "")
     if tokens_dir:
-        from components.tokenization.manifest import read_manifest
+        from kiln.components.tokenization.manifest import read_manifest
 
         manifest = read_manifest(tokens_dir)
         dataset = manifest.dataset_digest or dataset

@@ -1,6 +1,6 @@
 """`publish`: upload an evaluated model (verified), then track and register it, then render serving.
 
-    from components.publish import publish
+    from kiln.components.publish import publish
     out = publish("runs/r1/model", "runs/r1/eval/eval.json", "s3://kiln/models/r1", cfg,
                   tokens_dir="data/tokens", train_dir="runs/r1", run_id=mlflow_run_id)
     out["model_uri"], out["registered"]["version"], out["registered"]["aliases"]
@@ -34,13 +34,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.common import storage
-from components.common.config import Config
-from components.common.storage import S3Settings, StorageError
-from components.evaluate import read_eval
-from components.publish import lineage
-from components.publish.serving import render_for_version
-from components.publish.track import log_to_run, register_version
+from kiln.components.common import storage
+from kiln.components.common.config import Config
+from kiln.components.common.storage import S3Settings, StorageError
+from kiln.components.evaluate import read_eval
+from kiln.components.publish import lineage
+from kiln.components.publish.serving import render_for_version
+from kiln.components.publish.track import log_to_run, register_version
 
 log = logging.getLogger(__name__)
 CHECKPOINT_CHOICES = ("none", "latest", "all")
@@ -86,7 +86,7 @@ def _stage_report(
     (out / "config.json").write_text(cfg.to_json() + "\n")
     (out / "lineage.json").write_text(json.dumps(tags, indent=2, sort_keys=True) + "\n")
     if train_dir:
-        from components.pretrain.runtime import TRAIN_LOG
+        from kiln.components.pretrain.runtime import TRAIN_LOG
 
         lineage.plot_loss_curve(Path(train_dir) / TRAIN_LOG, out / "loss_curve.png")
     return out

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from components.common import storage
-from components.common.config import Config
-from components.common.storage import S3Settings
-from components.common.tracking import Tracker
-from components.publish.inference_service import STORAGE_SCHEMES, render_inference_service
+from kiln.components.common import storage
+from kiln.components.common.config import Config
+from kiln.components.common.storage import S3Settings
+from kiln.components.common.tracking import Tracker
+from kiln.components.publish.inference_service import STORAGE_SCHEMES, render_inference_service
 
 ISVC_FILE = "inference_service.yaml"
 

@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.common import storage
-from components.common.pipeline_run import step_config, workdir
-from components.common.tracking import end_pipeline_run
-from components.publish import publish
+from kiln.components.common import storage
+from kiln.components.common.pipeline_run import step_config, workdir
+from kiln.components.common.tracking import end_pipeline_run
+from kiln.components.publish import publish
 
 
 def output_uri_for(cfg: Any, run_key: str) -> str:
@@ -51,7 +51,7 @@ def publish_step(
         end_run: mark the MLflow run FINISHED afterwards (the run's last step).
 
     Returns:
-        What `components.publish.publish` returns (URIs, sha256s, registered version).
+        What `kiln.components.publish.publish` returns (URIs, sha256s, registered version).
     """
     cfg = step_config(config_json)
     eval_json = Path(eval_dir)

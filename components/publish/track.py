@@ -1,7 +1,7 @@
 """Publish steps 2 and 3: the MLflow run (metrics, params, lineage tags, artifacts) and the
 registered version with its `candidate` / `champion` aliases.
 
-MLflow is reached only through `components.common.tracking` and `components.common.registry`.
+MLflow is reached only through `kiln.components.common.tracking` and `kiln.components.common.registry`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.config import Config
-from components.common.registry import ModelRegistry
-from components.common.tracking import Tracker, make_tracker
+from kiln.components.common.config import Config
+from kiln.components.common.registry import ModelRegistry
+from kiln.components.common.tracking import Tracker, make_tracker
 
 # report/ file → MLflow artifact folder
 ARTIFACT_DIRS = {

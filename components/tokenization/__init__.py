@@ -7,7 +7,7 @@ without pulling in tokenizers or pyarrow.
 
 def __getattr__(name: str):
     if name == "run_tokenize":
-        from components.tokenization.pipeline import run_tokenize
+        from kiln.components.tokenization.pipeline import run_tokenize
 
         return run_tokenize
     raise AttributeError(name)

@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.common.images import image_ref
+from kiln.components.common.images import image_ref
 
 
 @dsl.component(base_image=image_ref("cpu"), install_kfp_package=False)
@@ -16,6 +16,6 @@ def tokenize(dataset: Input[Dataset], config_json: str, tokens: Output[Dataset])
         config_json: the resolved Kiln config; uses `tokenizer.*`.
         tokens: tokenizer.json, train/ and val/ shards and manifest.json (sha256 per shard).
     """
-    from components.tokenization.step import tokenize_step
+    from kiln.components.tokenization.step import tokenize_step
 
     tokenize_step(dataset.path, tokens.path, config_json)

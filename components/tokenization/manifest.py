@@ -22,7 +22,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.tokenization.shards import ShardError, read_header, sha256_file
+from kiln.components.tokenization.shards import ShardError, read_header, sha256_file
 
 FORMAT = "kiln-tokens"
 VERSION = 1

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.config import TokenizerConfig
-from components.tokenization import sources
-from components.tokenization.bpe import eot_id, iter_segments, load_tokenizer, train_bpe
-from components.tokenization.engine import Encoder
-from components.tokenization.manifest import MANIFEST, Manifest, ShardEntry, write_manifest
-from components.tokenization.parallel import OrderedPool
-from components.tokenization.progress import Progress
-from components.tokenization.shards import dtype_for_vocab, sha256_file, write_shard
+from kiln.components.common.config import TokenizerConfig
+from kiln.components.tokenization import sources
+from kiln.components.tokenization.bpe import eot_id, iter_segments, load_tokenizer, train_bpe
+from kiln.components.tokenization.engine import Encoder
+from kiln.components.tokenization.manifest import MANIFEST, Manifest, ShardEntry, write_manifest
+from kiln.components.tokenization.parallel import OrderedPool
+from kiln.components.tokenization.progress import Progress
+from kiln.components.tokenization.shards import dtype_for_vocab, sha256_file, write_shard
 
 log = logging.getLogger(__name__)
 

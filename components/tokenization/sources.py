@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from components.tokenization.bpe import iter_segments
-from components.tokenization.shards import sha256_file
+from kiln.components.tokenization.bpe import iter_segments
+from kiln.components.tokenization.shards import sha256_file
 
 SPLITS = ("train", "val")
 TEXT_SUFFIXES = (".txt", ".md")

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.pipeline_run import step_config, step_tracker
-from components.tokenization.pipeline import run_tokenize
+from kiln.components.common.pipeline_run import step_config, step_tracker
+from kiln.components.tokenization.pipeline import run_tokenize
 
 
 def tokenize_step(

@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.common import storage
-from components.common.storage import IntegrityError, StorageError
-from pipelines.commands.models import add_tracking_args, registry_from_args
+from kiln.components.common import storage
+from kiln.components.common.storage import IntegrityError, StorageError
+from kiln.pipelines.commands.models import add_tracking_args, registry_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

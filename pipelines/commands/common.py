@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.config import PRESETS, Config, load_config
+from kiln.components.common.config import PRESETS, Config, load_config
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

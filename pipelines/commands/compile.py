@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.pretrain import PipelineOptions
+from kiln.pipelines.pretrain import PipelineOptions
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.pretrain import compile_pipeline
+    from kiln.pipelines.pretrain import compile_pipeline
 
     path = compile_pipeline(args.output, options_from_args(args))
     print(f"wrote {path}")

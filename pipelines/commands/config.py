@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.config import describe_fields
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.components.common.config import describe_fields
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,11 +7,11 @@ import sys
 
 import yaml
 
-from components.common import kube
-from components.publish.deploy import DeployRefused, deploy, plan_deployment
-from components.publish.inference_service import RUNTIME
-from pipelines.commands.common import add_config_args, config_from_args
-from pipelines.commands.models import add_tracking_args, registry_from_args
+from kiln.components.common import kube
+from kiln.components.publish.deploy import DeployRefused, deploy, plan_deployment
+from kiln.components.publish.inference_service import RUNTIME
+from kiln.pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.models import add_tracking_args, registry_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.evaluate import evaluate
+    from kiln.components.evaluate import evaluate
 
     cfg = config_from_args(args)
     report = evaluate(

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tokenizers import Tokenizer
 
-    from components.pretrain.export import import_hf
+    from kiln.components.pretrain.export import import_hf
 
     model_dir = Path(args.model)
     tok_file = model_dir / "tokenizer.json"

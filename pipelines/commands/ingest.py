@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.ingest.pipeline import run_ingest
+    from kiln.components.ingest.pipeline import run_ingest
 
     cfg = config_from_args(args).ingest
     if args.workers is not None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from components.common.registry import CHAMPION, ModelRegistry
+from kiln.components.common.registry import CHAMPION, ModelRegistry
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:

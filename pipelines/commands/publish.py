@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.common.storage import StorageError
-    from components.publish import publish
+    from kiln.components.common.storage import StorageError
+    from kiln.components.publish import publish
 
     cfg = config_from_args(args)
     try:

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from components.common.config import PRESETS
+from kiln.components.common.config import PRESETS
 
 log = logging.getLogger("kiln.cli")
 
@@ -153,8 +153,8 @@ def _summary(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.console import RunConsole, strip_ansi
-    from pipelines.local import LocalRun, run_local
+    from kiln.pipelines.console import RunConsole, strip_ansi
+    from kiln.pipelines.local import LocalRun, run_local
 
     local = LocalRun(
         workdir=args.workdir,

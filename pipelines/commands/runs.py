@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.commands.submit import add_connection_args
+from kiln.pipelines.commands.submit import add_connection_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from pipelines.remote import connect, list_runs
+    from kiln.pipelines.remote import connect, list_runs
 
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     runs = list_runs(client, args.experiment, args.limit)
@@ -45,7 +45,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    from pipelines.remote import connect, run_link, run_summary
+    from kiln.pipelines.remote import connect, run_link, run_summary
 
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     info = run_summary(client.get_run(args.run_id))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.config import PRESETS
-from pipelines.commands.compile import add_pipeline_options, options_from_args
+from kiln.components.common.config import PRESETS
+from kiln.pipelines.commands.compile import add_pipeline_options, options_from_args
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.remote import SubmitRequest, connect, submit
+    from kiln.pipelines.remote import SubmitRequest, connect, submit
 
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     req = SubmitRequest(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.tokenization.manifest import read_manifest
-    from components.tokenization.pipeline import run_tokenize
+    from kiln.components.tokenization.manifest import read_manifest
+    from kiln.components.tokenization.pipeline import run_tokenize
 
     cfg = config_from_args(args).tokenizer
     if args.vocab_size is not None:

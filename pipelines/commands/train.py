@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from components.common.config import from_dict, validate
-from pipelines.commands.common import add_config_args, config_from_args
+from kiln.components.common.config import from_dict, validate
+from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 log = logging.getLogger("kiln.cli")
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = args.tokens if args.tokens.startswith("s3://") else Path(args.tokens)
     output = Path(args.output)
     if cfg.dist.ray_address.startswith(("http://", "https://")):
-        from components.pretrain.ray_launch import submit_job
+        from kiln.components.pretrain.ray_launch import submit_job
 
         address, cfg.dist.ray_address = cfg.dist.ray_address, ""
         if args.workers is None and cfg.dist.workers == 0:
@@ -85,15 +85,15 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.json").write_text(cfg.to_json())
     if cfg.dist.workers > 0:
-        from components.pretrain.ray_launch import copy_final_checkpoint, launch
+        from kiln.components.pretrain.ray_launch import copy_final_checkpoint, launch
 
         result = launch(cfg, tokens, output, resume=args.resume)
         final = copy_final_checkpoint(result, output)
     else:
-        from components.pretrain.train import train
+        from kiln.components.pretrain.train import train
 
         final = train(cfg, tokens, output, resume=args.resume).checkpoint
-    from components.pretrain.export import export_checkpoint
+    from kiln.components.pretrain.export import export_checkpoint
 
     tokenizer = _tokenizer_file(tokens, output)
     model_dir = export_checkpoint(
@@ -107,7 +107,7 @@ def _tokenizer_file(tokens: str | Path, output: Path) -> Path:
     """The dataset's tokenizer.json as a local file (fetched, verified, when the data is on S3)."""
     if isinstance(tokens, Path):
         return tokens / "tokenizer.json"
-    from components.common import storage
+    from kiln.components.common import storage
 
     local = output / "tokenizer.json"
     storage.download_file(storage.join(tokens, "tokenizer.json"), local, verify=True)

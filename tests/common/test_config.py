@@ -1,6 +1,12 @@
 import pytest
 
-from components.common.config import apply_override, describe_fields, from_dict, load_config, preset
+from kiln.components.common.config import (
+    apply_override,
+    describe_fields,
+    from_dict,
+    load_config,
+    preset,
+)
 
 
 def test_presets_build_and_validate():

@@ -10,8 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components.common import storage
-from components.common.storage import MANIFEST_NAME, IntegrityError, S3Settings
+from kiln.components.common import storage
+from kiln.components.common.storage import MANIFEST_NAME, IntegrityError, S3Settings
 
 
 def _make_tree(root: Path) -> dict[str, bytes]:
@@ -167,7 +167,7 @@ def test_plain_local_paths(tmp_path, monkeypatch):
 
 
 def test_settings_and_artifact_root_from_config(tmp_path, monkeypatch):
-    from components.common.config import load_config
+    from kiln.components.common.config import load_config
 
     monkeypatch.delenv("AWS_S3_BUCKET", raising=False)
     monkeypatch.setenv("AWS_S3_ENDPOINT", "http://127.0.0.1:9")

@@ -12,8 +12,8 @@ import time
 import boto3
 import pytest
 
-from components.common import storage
-from components.common.storage import S3Settings, StorageError
+from kiln.components.common import storage
+from kiln.components.common.storage import S3Settings, StorageError
 
 
 def _tree(root, n_files=4, size=6 << 20):
@@ -41,7 +41,7 @@ def _open_multipart_uploads(s):
 
 
 def test_short_outage_during_upload_completes_and_verifies(s3_proxy, tmp_path, caplog):
-    caplog.set_level("WARNING", logger="components.common.storage")
+    caplog.set_level("WARNING", logger="kiln.storage")
     _tree(tmp_path / "model")
     s = _settings()
     uri = f"s3://{s.bucket}/short/model"
@@ -103,7 +103,7 @@ def test_errors_and_logs_never_carry_the_secret(s3_proxy, secret_canary, tmp_pat
 
 
 def test_streaming_read_survives_a_dropped_connection(s3_proxy, tmp_path, caplog):
-    caplog.set_level("WARNING", logger="components.common.storage")
+    caplog.set_level("WARNING", logger="kiln.storage")
     data = os.urandom(24 << 20)  # well beyond socket buffers, so the drop lands mid-body
     (tmp_path / "shard.bin").write_bytes(data)
     s = _settings()
@@ -154,7 +154,7 @@ class _CutCreateMultipartUpload(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_cut_off_create_multipart_reply_is_retried(s3_server, tmp_path, monkeypatch, caplog):
-    caplog.set_level("WARNING", logger="components.common.storage")
+    caplog.set_level("WARNING", logger="kiln.storage")
     handler = type("Front", (_CutCreateMultipartUpload,), {"upstream": s3_server.split("://")[1]})
     front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=front.serve_forever, daemon=True).start()

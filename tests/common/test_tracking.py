@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.common.config import load_config
-from components.common.tracking import (
+from kiln.components.common.config import load_config
+from kiln.components.common.tracking import (
     FileTracker,
     MlflowTracker,
     NullTracker,

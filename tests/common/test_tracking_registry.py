@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from components.common.registry import CANDIDATE, CHAMPION, ModelRegistry
-from components.common.tracking import MlflowTracker
+from kiln.components.common.registry import CANDIDATE, CHAMPION, ModelRegistry
+from kiln.components.common.tracking import MlflowTracker
 
 
 @pytest.fixture

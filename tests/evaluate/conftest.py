@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from components.common.config import load_config
-from components.pretrain.export import export_checkpoint
-from components.pretrain.train import train
+from kiln.components.common.config import load_config
+from kiln.components.pretrain.export import export_checkpoint
+from kiln.components.pretrain.train import train
 
 # Tests are not a package: the pretrain tests' helpers are read from their file.
 make_tokens_dir = runpy.run_path(str(Path(__file__).parents[1] / "pretrain" / "conftest.py"))[

@@ -9,11 +9,11 @@ import shutil
 import pytest
 from tokenizers import Tokenizer
 
-from components.common.config import EvalConfig
-from components.evaluate import evaluate, read_eval
-from components.evaluate.metrics import token_byte_lengths
-from components.evaluate.run import val_set_digest
-from components.tokenization.manifest import read_manifest
+from kiln.components.common.config import EvalConfig
+from kiln.components.evaluate import evaluate, read_eval
+from kiln.components.evaluate.metrics import token_byte_lengths
+from kiln.components.evaluate.run import val_set_digest
+from kiln.components.tokenization.manifest import read_manifest
 
 FAST = {"max_tokens": 4000, "sample_tokens": 8, "prompts": ["The ", "Once upon a time"]}
 
@@ -113,7 +113,7 @@ def test_refuses_mismatched_inputs(trained, tokens_dir, tmp_path):
 
 
 def test_cli(trained, untrained, tokens_dir, tmp_path, capsys):
-    from pipelines.cli import main
+    from kiln.pipelines.cli import main
 
     args = ["evaluate", "--model", str(trained), "--tokens", str(tokens_dir)]
     args += ["--output", str(tmp_path), "--set", "eval.max_tokens=2000"]

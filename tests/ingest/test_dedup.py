@@ -1,7 +1,7 @@
 import numpy as np
 
-from components.common.config import DedupConfig
-from components.ingest.dedup import Deduper, MinHasher, exact_key
+from kiln.components.common.config import DedupConfig
+from kiln.components.ingest.dedup import Deduper, MinHasher, exact_key
 
 
 def check_all(texts, **cfg):

@@ -1,8 +1,8 @@
 import pytest
 
-from components.common.config import FilterConfig
-from components.ingest import filters
-from components.ingest.normalize import normalize, redact_pii
+from kiln.components.common.config import FilterConfig
+from kiln.components.ingest import filters
+from kiln.components.ingest.normalize import normalize, redact_pii
 
 
 def reason(text, **overrides):

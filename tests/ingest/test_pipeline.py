@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from components.common.config import IngestConfig
-from components.ingest import run_ingest
-from components.ingest.stats import Stats
-from pipelines.cli import main
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import run_ingest
+from kiln.components.ingest.stats import Stats
+from kiln.pipelines.cli import main
 
 
 def cfg(**kw):
@@ -177,9 +177,9 @@ def test_source_weights_language_and_pii(tmp_path, make_prose):
 
 
 def test_hf_input_offline_and_tokenize_end_to_end(tmp_path, make_prose, capsys):
-    from components.common.config import TokenizerConfig
-    from components.tokenization import run_tokenize
-    from components.tokenization.manifest import read_manifest
+    from kiln.components.common.config import TokenizerConfig
+    from kiln.components.tokenization import run_tokenize
+    from kiln.components.tokenization.manifest import read_manifest
 
     split_dir = tmp_path / "hub" / "default" / "train"
     split_dir.mkdir(parents=True)

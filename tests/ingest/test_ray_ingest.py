@@ -7,8 +7,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from components.common.config import IngestConfig  # noqa: E402
-from components.ingest import run_ingest  # noqa: E402
+from kiln.components.common.config import IngestConfig  # noqa: E402
+from kiln.components.ingest import run_ingest  # noqa: E402
 
 pytestmark = pytest.mark.ray
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

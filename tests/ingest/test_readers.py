@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from components.ingest.document import Document, Problem, ReadError
-from components.ingest.readers import Reader, expand, file_format, split_source
-from components.ingest.streams import iter_chunks, iter_lines
+from kiln.components.ingest.document import Document, Problem, ReadError
+from kiln.components.ingest.readers import Reader, expand, file_format, split_source
+from kiln.components.ingest.streams import iter_chunks, iter_lines
 
 
 def read(path, **kw):

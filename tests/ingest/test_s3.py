@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from components.common import storage
-from components.common.config import IngestConfig
-from components.ingest import run_ingest
+from kiln.components.common import storage
+from kiln.components.common.config import IngestConfig
+from kiln.components.ingest import run_ingest
 
 
 def test_ingest_from_s3_prefix_all_formats(s3_server, tmp_path, make_prose):

@@ -8,9 +8,9 @@ import uuid
 import boto3
 import pytest
 
-from components.common import storage
-from components.common.registry import ModelRegistry
-from pipelines.cli import main
+from kiln.components.common import storage
+from kiln.components.common.registry import ModelRegistry
+from kiln.pipelines.cli import main
 
 
 @pytest.fixture

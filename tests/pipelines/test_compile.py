@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from components.common.images import image_ref
-from components.common.pod_security import check_kfp_pipeline
-from pipelines.pretrain import DATA_CONNECTION_KEYS, PipelineOptions, compile_pipeline
+from kiln.components.common.images import image_ref
+from kiln.components.common.pod_security import check_kfp_pipeline
+from kiln.pipelines.pretrain import DATA_CONNECTION_KEYS, PipelineOptions, compile_pipeline
 
 STAGES = {"prepare", "ingest", "tokenize", "pretrain", "evaluate", "publish"}
 STEPS = STAGES | {"finalize"}
@@ -42,8 +42,8 @@ def test_images_follow_the_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_IMAGE_GPU", f"registry.example.com/me/kiln-gpu@{digest}")
     import importlib
 
-    import components.pretrain.component as comp
-    import pipelines.pretrain as pipe
+    import kiln.components.pretrain.component as comp
+    import kiln.pipelines.pretrain as pipe
 
     importlib.reload(comp)
     importlib.reload(pipe)

@@ -2,7 +2,7 @@
 
 import io
 
-from pipelines.console import RunConsole
+from kiln.pipelines.console import RunConsole
 
 KFP_OUTPUT = """\
 12:00:00.000 - INFO - Executing task \x1b[96m'ingest'\x1b[0m

@@ -4,8 +4,13 @@ import json
 
 import pytest
 
-from components.common.pipeline_run import parse_overrides, prepare_run, resolve_config, step_config
-from pipelines.corpus import CORPUS_NAME, help_topics, write_builtin_corpus
+from kiln.components.common.pipeline_run import (
+    parse_overrides,
+    prepare_run,
+    resolve_config,
+    step_config,
+)
+from kiln.pipelines.corpus import CORPUS_NAME, help_topics, write_builtin_corpus
 
 
 def test_builtin_corpus_is_real_deterministic_text(tmp_path):
@@ -93,7 +98,7 @@ def test_step_config_names_the_problem():
 def test_kiln_run_reports_a_failed_step_and_marks_the_run_failed(tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.cli import main
+    from kiln.pipelines.cli import main
 
     for key in ("AWS_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "KILN_WORKDIR"):
         monkeypatch.delenv(key, raising=False)
@@ -121,7 +126,7 @@ def test_exit_handler_closes_the_run_prepare_opened_when_a_step_fails(tmp_path, 
     import kfp.local
     from mlflow.tracking import MlflowClient
 
-    from pipelines.pretrain import build_pipeline
+    from kiln.pipelines.pretrain import build_pipeline
 
     for key in ("AWS_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(key, raising=False)

@@ -8,8 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from components.common.registry import ModelRegistry
-from pipelines.cli import main
+from kiln.components.common.registry import ModelRegistry
+from kiln.pipelines.cli import main
 
 
 def _setup(name: str) -> ModelRegistry:

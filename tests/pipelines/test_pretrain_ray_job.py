@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from components.common.config import load_config
-from components.pretrain.runtime import read_train_log
-from components.pretrain.step import pretrain_step
-from components.tokenization.pipeline import run_tokenize
-from pipelines.corpus import help_topics
+from kiln.components.common.config import load_config
+from kiln.components.pretrain.runtime import read_train_log
+from kiln.components.pretrain.step import pretrain_step
+from kiln.components.tokenization.pipeline import run_tokenize
+from kiln.pipelines.corpus import help_topics
 
 pytestmark = pytest.mark.ray
 
@@ -56,7 +56,7 @@ def test_ray_job_reads_shards_from_s3_writes_checkpoints_to_s3_and_resumes(
 ):
     """With real S3 and no shared volume: shards go up to S3 (verified), the job's workers read
     them from S3 and checkpoint to S3, and a re-run of the step resumes from that checkpoint."""
-    from components.common import storage
+    from kiln.components.common import storage
 
     monkeypatch.delenv("KILN_SHARED_DIR", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

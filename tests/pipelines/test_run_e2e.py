@@ -15,10 +15,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components.common.registry import CANDIDATE, CHAMPION, ModelRegistry
-from components.common.storage import split_s3
-from pipelines.cli import main
-from pipelines.corpus import help_topics
+from kiln.components.common.registry import CANDIDATE, CHAMPION, ModelRegistry
+from kiln.components.common.storage import split_s3
+from kiln.pipelines.cli import main
+from kiln.pipelines.corpus import help_topics
 
 MODEL = "kiln-e2e"
 STEPS = 12
@@ -169,7 +169,7 @@ def test_models_and_artifacts_cli_read_it_back(env, tmp_path, capsys):
 
 
 def test_publish_again_is_idempotent(env):
-    from components.publish.step import publish_step
+    from kiln.components.publish.step import publish_step
 
     run_dir = Path(env["result"]["run_dir"])
     config_json = json.loads((run_dir / "pretrain" / "trained" / "config.json").read_text())

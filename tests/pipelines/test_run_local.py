@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipelines.cli import main
+from kiln.pipelines.cli import main
 
 pytestmark = pytest.mark.ray
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from pipelines.cli import main
+from kiln.pipelines.cli import main
 
 TOKEN = "sha256~test-token-1234567890"
 PIPELINE_PARAMS = {

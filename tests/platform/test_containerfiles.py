@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.images import DEFAULT_REGISTRY, PYTHON_VERSION, RAY_VERSION
+from kiln.components.common.images import DEFAULT_REGISTRY, PYTHON_VERSION, RAY_VERSION
 
 from .conftest import REPO
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.common.images import all_images, default_tag, image_ref, validate_ref
+from kiln.components.common.images import all_images, default_tag, image_ref, validate_ref
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.common import kube
-from components.common.pod_security import check_object
-from components.publish.inference_service import (
+from kiln.components.common import kube
+from kiln.components.common.pod_security import check_object
+from kiln.components.publish.inference_service import (
     MODEL_FORMAT,
     RUNTIME,
     apply_inference_service,

@@ -4,7 +4,7 @@
 import pytest
 import yaml
 
-from components.common.pod_security import check_kfp_pipeline, kfp_pod_specs
+from kiln.components.common.pod_security import check_kfp_pipeline, kfp_pod_specs
 
 dsl = pytest.importorskip("kfp.dsl")
 compiler = pytest.importorskip("kfp.compiler")

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.common.images import DEFAULT_REGISTRY, RAY_VERSION, validate_ref
+from kiln.components.common.images import DEFAULT_REGISTRY, RAY_VERSION, validate_ref
 
 from .conftest import KUSTOMIZATIONS, MANIFESTS
 
@@ -132,7 +132,7 @@ def test_namespace_is_one_edit(kustomize, tmp_path):
 
 
 def _containers(obj):
-    from components.common.pod_security import pod_specs
+    from kiln.components.common.pod_security import pod_specs
 
     for _, spec in pod_specs(obj):
         for key in ("initContainers", "containers"):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from components.common.pod_security import check_object, check_pod_spec, pod_specs
+from kiln.components.common.pod_security import check_object, check_pod_spec, pod_specs
 
 from .conftest import KUSTOMIZATIONS
 

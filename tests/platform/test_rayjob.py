@@ -7,10 +7,10 @@ import shlex
 
 import pytest
 
-from components.common import kube
-from components.common.images import RAY_VERSION
-from components.common.pod_security import check_object
-from components.pretrain.rayjob import RayJobFailed, RayJobResources, render_rayjob, run_rayjob
+from kiln.components.common import kube
+from kiln.components.common.images import RAY_VERSION
+from kiln.components.common.pod_security import check_object
+from kiln.components.pretrain.rayjob import RayJobFailed, RayJobResources, render_rayjob, run_rayjob
 
 ARGS = [
     "--tokens",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.common.kube import DATA_CONNECTION_SECRET
+from kiln.components.common.kube import DATA_CONNECTION_SECRET
 
 from .conftest import KUSTOMIZATIONS
 
@@ -68,7 +68,7 @@ def test_pipeline_runner_is_bound(rendered, overlay, runner):
 
 
 def test_workload_pods_get_no_api_token(rendered):
-    from components.common.pod_security import pod_specs
+    from kiln.components.common.pod_security import pod_specs
 
     objs = rendered["overlays/dev"]
     for obj in objs:

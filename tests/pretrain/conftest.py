@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from components.common.config import load_config
-from components.tokenization.manifest import Manifest, ShardEntry, write_manifest
-from components.tokenization.shards import write_shard
+from kiln.components.common.config import load_config
+from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest
+from kiln.components.tokenization.shards import write_shard
 
 
 def corpus_text() -> str:

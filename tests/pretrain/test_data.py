@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from components.pretrain.data import TokenLoader
-from components.tokenization.shards import write_shard
+from kiln.components.pretrain.data import TokenLoader
+from kiln.components.tokenization.shards import write_shard
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from components.common.config import ModelConfig
-from components.pretrain.export import export_checkpoint, export_hf, import_hf
-from components.pretrain.model import Llama
-from components.pretrain.train import train
+from kiln.components.common.config import ModelConfig
+from kiln.components.pretrain.export import export_checkpoint, export_hf, import_hf
+from kiln.components.pretrain.model import Llama
+from kiln.components.pretrain.train import train
 
 transformers = pytest.importorskip("transformers")
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from components.pretrain import host_cpu
+from kiln.components.pretrain import host_cpu
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDL
 CHILD = textwrap.dedent(
     """
     import ctypes, subprocess, sys, threading, time
-    from components.pretrain import host_cpu
+    from kiln.components.pretrain import host_cpu
     libc = ctypes.CDLL(None)
     tids, go = {}, threading.Event()
     def named(name):

@@ -9,7 +9,7 @@ import pytest
 SCRIPT = textwrap.dedent(
     """
     import resource, torch
-    from components.pretrain.host_memory import retain_freed_memory
+    from kiln.components.pretrain.host_memory import retain_freed_memory
 
     assert retain_freed_memory()
     def faults(steps):

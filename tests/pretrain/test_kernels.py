@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.pretrain import cpu_ops, kernels
-from components.pretrain.model import rope_tables
+from kiln.components.pretrain import cpu_ops, kernels
+from kiln.components.pretrain.model import rope_tables
 
 
 def hf_tables(hd, T, theta=10000.0, dtype=torch.float64):
@@ -236,7 +236,7 @@ def test_a_built_kernel_loads_in_a_new_process_without_build_tools(native):
     import subprocess
     import sys
 
-    code = "from components.pretrain import cpu_ops; m = cpu_ops.load(); print(m.__name__)"
+    code = "from kiln.components.pretrain import cpu_ops; m = cpu_ops.load(); print(m.__name__)"
     env = {**os.environ, "PATH": "/nonexistent"}  # no compiler, no ninja
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120

@@ -1,7 +1,7 @@
 import torch
 
-from components.common.config import ModelConfig
-from components.pretrain.model import Llama, sample_next
+from kiln.components.common.config import ModelConfig
+from kiln.components.pretrain.model import Llama, sample_next
 
 
 def small(**kw) -> Llama:

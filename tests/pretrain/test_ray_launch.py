@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
-from components.pretrain import host_cpu  # noqa: E402
-from components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
-from components.pretrain.runtime import read_train_log  # noqa: E402
+from kiln.components.pretrain import host_cpu  # noqa: E402
+from kiln.components.pretrain.ray_launch import copy_final_checkpoint, launch, submit_job  # noqa: E402
+from kiln.components.pretrain.runtime import read_train_log  # noqa: E402
 
 pytestmark = pytest.mark.ray
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -58,7 +58,7 @@ def straight(local_ray, tokens_dir, tmp_path_factory):
 
 
 def _tiny():
-    from components.common.config import load_config
+    from kiln.components.common.config import load_config
 
     return load_config(
         "tiny",
@@ -207,9 +207,9 @@ def test_jobs_api_submission_streams_logs_and_reports_status(ray_head, tokens_di
 
 def test_tokens_from_s3_and_checkpoints_to_s3(s3_server, tokens_dir, tmp_path, monkeypatch, caplog):
     """Workers read token shards from S3 and Ray Train persists checkpoints to S3 (moto server)."""
-    from components.common import storage
-    from components.pretrain.export import export_checkpoint
-    from components.pretrain.ray_launch import local_checkpoint
+    from kiln.components.common import storage
+    from kiln.components.pretrain.export import export_checkpoint
+    from kiln.components.pretrain.ray_launch import local_checkpoint
 
     bucket = os.environ["AWS_S3_BUCKET"]
     storage.upload_dir(str(tokens_dir), f"s3://{bucket}/tokens")

@@ -5,11 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.common.config import OptimConfig
-from components.pretrain import checkpoint as ckpt
-from components.pretrain.optim import guarded_step, lr_at
-from components.pretrain.runtime import NonFiniteError, Runtime, read_train_log
-from components.pretrain.train import Trainer, train
+from kiln.components.common.config import OptimConfig
+from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.optim import guarded_step, lr_at
+from kiln.components.pretrain.runtime import NonFiniteError, Runtime, read_train_log
+from kiln.components.pretrain.train import Trainer, train
 
 
 def weights(ckpt_dir):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.common.config import EvalConfig
-from components.evaluate import evaluate
+from kiln.components.common.config import EvalConfig
+from kiln.components.evaluate import evaluate
 
 _helpers = runpy.run_path(str(Path(__file__).parents[1] / "evaluate" / "conftest.py"))
 FAST = {"max_tokens": 3000, "sample_tokens": 8, "prompts": ["The ", "Once upon a time"]}

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common import storage
-from components.common.config import load_config
-from components.common.pod_security import check_object
-from components.common.registry import CHAMPION, ModelRegistry
-from components.publish import publish
-from pipelines.cli import build_parser, main
+from kiln.components.common import storage
+from kiln.components.common.config import load_config
+from kiln.components.common.pod_security import check_object
+from kiln.components.common.registry import CHAMPION, ModelRegistry
+from kiln.components.publish import publish
+from kiln.pipelines.cli import build_parser, main
 
 # Reuse the platform tests' CRD validator and fake Kubernetes API (tests are no package).
 _platform = runpy.run_path(str(Path(__file__).parents[1] / "platform" / "conftest.py"))

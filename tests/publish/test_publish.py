@@ -14,11 +14,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from components.common import storage
-from components.common.config import load_config
-from components.common.registry import ModelRegistry
-from components.evaluate import read_eval
-from components.publish import publish
+from kiln.components.common import storage
+from kiln.components.common.config import load_config
+from kiln.components.common.registry import ModelRegistry
+from kiln.components.evaluate import read_eval
+from kiln.components.publish import publish
 
 
 def _cfg(*overrides: str):
@@ -206,7 +206,7 @@ def test_local_output_without_tracking(good_run, tmp_path):
 def test_cli_publish_then_evaluate_against_the_champion(
     s3_server, mlflow_env, good_run, weak_run, tokens_dir, tmp_path, capsys
 ):
-    from pipelines.cli import main
+    from kiln.pipelines.cli import main
 
     bucket = storage.S3Settings.from_env().bucket
     name = f"kiln-cli-{uuid.uuid4().hex[:8]}"

@@ -2,14 +2,14 @@ import random
 
 import pytest
 
-from components.tokenization.bpe import (
+from kiln.components.tokenization.bpe import (
     EOT,
     iter_segments,
     load_tokenizer,
     special_tokens,
     train_bpe,
 )
-from components.tokenization.engine import Encoder, tiktoken_encoding
+from kiln.components.tokenization.engine import Encoder, tiktoken_encoding
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. It was 12345 degrees outside!\n",

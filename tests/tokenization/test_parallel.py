@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from components.tokenization.parallel import OrderedPool, WorkerDied
+from kiln.components.tokenization.parallel import OrderedPool, WorkerDied
 
 
 def test_results_come_back_in_input_order():

@@ -5,12 +5,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.common.config import TokenizerConfig
-from components.tokenization import run_tokenize
-from components.tokenization.bpe import load_tokenizer
-from components.tokenization.manifest import read_manifest, shard_paths
-from components.tokenization.shards import ShardError, open_shard
-from pipelines.cli import main
+from kiln.components.common.config import TokenizerConfig
+from kiln.components.tokenization import run_tokenize
+from kiln.components.tokenization.bpe import load_tokenizer
+from kiln.components.tokenization.manifest import read_manifest, shard_paths
+from kiln.components.tokenization.shards import ShardError, open_shard
+from kiln.pipelines.cli import main
 
 WORDS = "alpha beta gamma delta the of and to in is 42 1999 café naïve 🚀 x=1; def f():".split()
 

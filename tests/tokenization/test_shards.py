@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.tokenization.shards import (
+from kiln.components.tokenization.shards import (
     HEADER_SIZE,
     ShardError,
     open_shard,

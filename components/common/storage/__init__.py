@@ -1,6 +1,6 @@
 """One storage API over local paths and `s3://bucket/key`, with end-to-end sha256 integrity.
 
-    from components.common import storage
+    from kiln.components.common import storage
     manifest = storage.upload_dir("out/model", "s3://kiln/models/run-1")   # committed marker last
     storage.download_dir("s3://kiln/models/run-1", "/tmp/model")           # verified per file
 
@@ -20,8 +20,8 @@ Modules: `settings` (settings, errors, URIs), `s3` (boto3: the only module that 
 `files` (file-level API), `dirs` (commit/manifest layer).
 """
 
-from components.common.storage.dirs import download_dir, is_committed, upload_dir
-from components.common.storage.files import (
+from kiln.components.common.storage.dirs import download_dir, is_committed, upload_dir
+from kiln.components.common.storage.files import (
     delete,
     download_file,
     exists,
@@ -32,7 +32,7 @@ from components.common.storage.files import (
     recorded_sha256,
     upload_file,
 )
-from components.common.storage.settings import (
+from kiln.components.common.storage.settings import (
     MANIFEST_NAME,
     SIDECAR_SUFFIX,
     IntegrityError,

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from components.common.storage.files import (
+from kiln.components.common.storage.files import (
     delete,
     download_file,
     exists,
@@ -24,7 +24,7 @@ from components.common.storage.files import (
     read_manifest,
     upload_file,
 )
-from components.common.storage.settings import (
+from kiln.components.common.storage.settings import (
     MANIFEST_NAME,
     SIDECAR_SUFFIX,
     IntegrityError,
@@ -33,7 +33,7 @@ from components.common.storage.settings import (
     sha256_file,
 )
 
-log = logging.getLogger("components.common.storage")
+log = logging.getLogger("kiln.storage")
 
 
 def is_committed(uri: str, settings: S3Settings | None = None) -> bool:

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from components.common.storage import s3
-from components.common.storage.settings import (
+from kiln.components.common.storage import s3
+from kiln.components.common.storage.settings import (
     MANIFEST_NAME,
     SIDECAR_SUFFIX,
     IntegrityError,

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from components.common.storage.settings import S3Settings, StorageError, split_s3
+from kiln.components.common.storage.settings import S3Settings, StorageError, split_s3
 
-log = logging.getLogger("components.common.storage")
+log = logging.getLogger("kiln.storage")
 T = TypeVar("T")
 
 
