@@ -33,10 +33,10 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {repo!r})
 from kiln.components.common.config import IngestConfig
-from kiln.components.ingest import run_ingest
+from kiln.components.ingest import ingest
 cfg = IngestConfig(workers={workers}, val_fraction=0.01)
 t = time.time()
-stats = run_ingest([{inp!r}], {out!r}, cfg)
+stats = ingest([{inp!r}], {out!r}, cfg)
 wall = time.time() - t
 self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

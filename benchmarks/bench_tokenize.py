@@ -4,7 +4,7 @@
 
 Both sides encode the same ≥100 MB of Python sources from site-packages, in the same run, with
 two processes, writing uint16 shards:
-- kiln: `run_tokenize` with a byte-level BPE trained first on part of the corpus (training time is
+- kiln: `tokenize` with a byte-level BPE trained first on part of the corpus (training time is
   reported separately and excluded); the measured time covers pool start, reading parquet,
   encoding, shard writing with sha256 and the manifest.
 - peer: llm.c `dev/data/fineweb.py` style — parent iterates documents, `Pool(2).imap(tokenize,
@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kiln.components.common.config import TokenizerConfig  # noqa: E402
 from kiln.components.ingest.writer import ShardWriter  # noqa: E402
+from kiln.components.tokenization import tokenize  # noqa: E402
 from kiln.components.tokenization.bpe import train_bpe  # noqa: E402
 from kiln.components.tokenization.engine import Encoder  # noqa: E402
 from kiln.components.tokenization.manifest import read_manifest, shard_paths  # noqa: E402
-from kiln.components.tokenization.pipeline import run_tokenize  # noqa: E402
 from kiln.components.tokenization.shards import open_shard  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "kiln"
@@ -215,7 +215,7 @@ def main() -> None:
         for rep in range(args.repeat):  # interleaved, best of N: the machine is shared
             shutil.rmtree(tmp / "peer", ignore_errors=True)
             t, c = time.time(), cpu_seconds()
-            manifest = run_tokenize(
+            manifest = tokenize(
                 tmp / "data", tmp / "kiln", cfg, tokenizer_json=tmp / "tokenizer.json"
             )
             kiln_s, kiln_cpu = min(kiln_s, time.time() - t), min(kiln_cpu, cpu_seconds() - c)

@@ -1,14 +1,17 @@
 """Ingest stage: raw text → cleaned, filtered, deduplicated train/val parquet with exact stats.
 
-`run_ingest` and `Stats` are imported lazily (the submodules pull in pyarrow and numpy).
+    from kiln.components.ingest import ingest
+    stats = ingest(["data/raw"], "data/clean", cfg.ingest)
+
+`ingest` and `Stats` are imported lazily (the submodules pull in pyarrow and numpy).
 """
 
 
 def __getattr__(name: str):
-    if name == "run_ingest":
-        from kiln.components.ingest.pipeline import run_ingest
+    if name == "ingest":
+        from kiln.components.ingest.pipeline import ingest
 
-        return run_ingest
+        return ingest
     if name == "Stats":
         from kiln.components.ingest.stats import Stats
 
@@ -16,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Stats", "run_ingest"]
+__all__ = ["Stats", "ingest"]

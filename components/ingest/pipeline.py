@@ -1,6 +1,7 @@
-"""`run_ingest`: input files/URIs → cleaned, filtered, deduplicated train/val parquet + stats.
+"""`ingest`: input files/URIs → cleaned, filtered, deduplicated train/val parquet + stats.
 
-    stats = run_ingest(["web=data/crawl/*.jsonl.zst", "books=s3://corpus/books/"], "data/clean")
+    from kiln.components.ingest import ingest
+    stats = ingest(["web=data/crawl/*.jsonl.zst", "books=s3://corpus/books/"], "data/clean")
 
 Workers (`cfg.workers` processes) read and process one input file each (steps.py); the parent
 replays their results in input order — so output and dedup decisions do not depend on
@@ -20,12 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kiln.components.common.config import IngestConfig
+from kiln.components.common.parallel import OrderedPool
+from kiln.components.common.progress import Progress
 from kiln.components.ingest import readers, steps
 from kiln.components.ingest.dedup import Deduper
+from kiln.components.ingest.events import Dropped, FileResult, FileTask, Kept, Unreadable
 from kiln.components.ingest.stats import Stats
 from kiln.components.ingest.writer import ShardWriter, copies, split_of
-from kiln.components.tokenization.parallel import OrderedPool
-from kiln.components.tokenization.progress import Progress
 
 
 def _validate(cfg: IngestConfig) -> None:
@@ -59,22 +61,21 @@ def plan(inputs: list[str]) -> list[tuple[str, str]]:
     return tasks
 
 
-def _results(tasks, cfg: IngestConfig, tmp: Path) -> Iterator[tuple[str, dict]]:
-    jobs = [(src, path, str(tmp / f"{i:08d}.pkl")) for i, (src, path) in enumerate(tasks)]
+def _results(tasks: list[FileTask], cfg: IngestConfig) -> Iterator[FileResult]:
     if cfg.ray_address:
         from kiln.components.ingest.ray_ingest import ray_results
 
-        yield from ray_results(jobs, cfg)
+        yield from ray_results(tasks, cfg)
         return
+    process = steps.FileSteps(cfg)
     if cfg.workers == 1:
-        steps.init(cfg)
-        yield from map(steps.process_file, jobs)
+        yield from map(process, tasks)
         return
-    with OrderedPool(cfg.workers, initializer=steps.init, initargs=(cfg,)) as pool:
-        yield from pool.map(steps.process_file, jobs)
+    with OrderedPool(cfg.workers) as pool:
+        yield from pool.map(process, tasks)
 
 
-def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = None) -> Stats:
+def ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = None) -> Stats:
     """Read, clean, filter, deduplicate, split and write a dataset; return its Stats.
 
     Args:
@@ -85,13 +86,13 @@ def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None =
     """
     cfg = cfg or IngestConfig()
     _validate(cfg)
-    tasks = plan(inputs)
+    files = plan(inputs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     for old in ("train", "val"):
         shutil.rmtree(out / old, ignore_errors=True)
     (out / "stats.json").unlink(missing_ok=True)  # stats.json last: its presence means complete
-    stats = Stats(files=len(tasks), config=dataclasses.asdict(cfg))
+    stats = Stats(files=len(files), config=dataclasses.asdict(cfg))
     writers = {s: ShardWriter(out / s, cfg.shard_bytes) for s in ("train", "val")}
     dedup = Deduper(cfg.dedup)
     progress = Progress("ingest", unit="docs")
@@ -106,35 +107,40 @@ def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None =
                 json.dumps({"reason": reason, "file": file, "line": line, "detail": detail}) + "\n"
             )
 
-        results = _results(tasks, cfg, Path(tmp))
-        for (source, _), (spill, counters) in zip(tasks, results, strict=True):
+        tasks = [
+            FileTask(source, path, str(Path(tmp) / f"{i:08d}.pkl"))
+            for i, (source, path) in enumerate(files)
+        ]
+        for task, result in zip(tasks, _results(tasks, cfg), strict=True):
             before = stats.documents_in
-            src = stats.source(source, cfg.source_weights.get(source, 1.0))
-            for ev in steps.replay(spill):
+            src = stats.source(task.source, cfg.source_weights.get(task.source, 1.0))
+            for ev in steps.replay(result.spill):
                 stats.documents_in += 1
                 src["in"] += 1
-                if ev[0] == "problem":
-                    _, kind, file, line, detail = ev
+                if isinstance(ev, Unreadable):
                     src["unreadable"] += 1
-                    stats.bump(stats.unreadable, kind)
-                    stats.example(kind, cfg.rejects_examples, file=file, line=line, detail=detail)
-                    reject(kind, file, line, detail)
-                elif ev[0] == "drop":
-                    _, reason, file, line, doc_id, head = ev
+                    stats.bump(stats.unreadable, ev.kind)
+                    stats.example(
+                        ev.kind, cfg.rejects_examples, file=ev.file, line=ev.line, detail=ev.detail
+                    )
+                    reject(ev.kind, ev.file, ev.line, ev.detail)
+                elif isinstance(ev, Dropped):
                     src["filtered"] += 1
-                    stats.bump(stats.filtered, reason)
-                    stats.example(reason, cfg.rejects_examples, file=file, line=line, text=head)
-                    reject(reason, file, line, doc_id)
+                    stats.bump(stats.filtered, ev.reason)
+                    stats.example(
+                        ev.reason, cfg.rejects_examples, file=ev.file, line=ev.line, text=ev.head
+                    )
+                    reject(ev.reason, ev.file, ev.line, ev.doc_id)
                 else:
                     _write_doc(ev, cfg, stats, src, dedup, writers, reject)
-            for k, v in counters.get("pii", {}).items():
+            counters = result.counters
+            for k, v in counters.pii.items():
                 stats.bump(stats.pii_redacted, k, v)
-            for k in ("bad_utf8_replaced", "control_chars_removed"):
-                if counters.get(k):
-                    stats.bump(stats.repaired, k, counters[k])
-            stats.bytes_in += counters["bytes_in"]
-            src["bytes_in"] += counters["bytes_in"]
-            progress.update(counters["bytes_in"], stats.documents_in - before)
+            for k, v in counters.repaired().items():
+                stats.bump(stats.repaired, k, v)
+            stats.bytes_in += counters.bytes_in
+            src["bytes_in"] += counters.bytes_in
+            progress.update(counters.bytes_in, stats.documents_in - before)
     progress.close()
     for name, w in writers.items():
         w.close()
@@ -147,9 +153,10 @@ def run_ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None =
     return stats
 
 
-def _write_doc(ev, cfg: IngestConfig, stats: Stats, src: dict, dedup: Deduper, writers, reject):
-    _, doc_id, text, source, file, line, key, sig, bands = ev
-    dup = dedup.check(key, sig, bands or [])
+def _write_doc(
+    doc: Kept, cfg: IngestConfig, stats: Stats, src: dict, dedup: Deduper, writers, reject
+) -> None:
+    dup = dedup.check(doc.exact_key, doc.signature, doc.band_keys or [])
     if dup:
         src["duplicates"] += 1
         if dup == "exact":
@@ -157,20 +164,24 @@ def _write_doc(ev, cfg: IngestConfig, stats: Stats, src: dict, dedup: Deduper, w
         else:
             stats.duplicates_near += 1
         stats.example(
-            f"duplicate_{dup}", cfg.rejects_examples, file=file, line=line, text=text[:200]
+            f"duplicate_{dup}",
+            cfg.rejects_examples,
+            file=doc.file,
+            line=doc.line,
+            text=doc.text[:200],
         )
-        reject(f"duplicate_{dup}", file, line, doc_id)
+        reject(f"duplicate_{dup}", doc.file, doc.line, doc.doc_id)
         return
-    n = copies(doc_id, src["weight"])
+    n = copies(doc.doc_id, src["weight"])
     if n == 0:
         src["filtered"] += 1
         stats.bump(stats.filtered, "downsampled")
-        reject("downsampled", file, line, doc_id)
+        reject("downsampled", doc.file, doc.line, doc.doc_id)
         return
     stats.kept += 1
     src["kept"] += 1
-    split = split_of(doc_id, cfg.val_fraction, cfg.split_seed)
+    split = split_of(doc.doc_id, cfg.val_fraction, cfg.split_seed)
     for i in range(n):
-        writers[split].add(doc_id if i == 0 else f"{doc_id}#{i}", text, source)
+        writers[split].add(doc.doc_id if i == 0 else f"{doc.doc_id}#{i}", doc.text, doc.source)
     src["out"] += n
     stats.documents_out += n

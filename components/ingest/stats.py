@@ -16,7 +16,7 @@ from pathlib import Path
 
 @dataclass
 class Stats:
-    """Counts, bytes and examples of one `run_ingest`."""
+    """Counts, bytes and examples of one `ingest` run."""
 
     documents_in: int = 0
     kept: int = 0

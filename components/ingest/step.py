@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from kiln.components.common.pipeline_run import step_config, step_tracker
-from kiln.components.ingest.pipeline import run_ingest
+from kiln.components.ingest import ingest
 
 
 def ingest_step(
     corpus_uri: str, output_dir: str, config_json: str, run_id: str = ""
 ) -> dict[str, Any]:
-    """Run `run_ingest` with the run's config and record its accounting in the run.
+    """Run `ingest` with the run's config and record its accounting in the run.
 
     Args:
-        corpus_uri: comma-separated inputs (see `run_ingest`).
+        corpus_uri: comma-separated inputs (see `ingest`).
         output_dir: dataset directory to write (train/, val/, stats.json).
         config_json: the resolved config (`prepare_run`).
         run_id: the pipeline's MLflow run ('' = not tracked).
@@ -33,7 +33,7 @@ def ingest_step(
     inputs = [part.strip() for part in corpus_uri.split(",") if part.strip()]
     if not inputs:
         raise ValueError("ingest: corpus_uri is empty; give a file, glob, s3:// or hf:// input")
-    stats = run_ingest(inputs, output_dir, cfg.ingest)
+    stats = ingest(inputs, output_dir, cfg.ingest)
     summary = {
         "documents_in": stats.documents_in,
         "kept": stats.kept,

@@ -1,8 +1,8 @@
 """Fast encoding: run the merges of a `tokenizer.json` on tiktoken's BPE core.
 
 `tokenizers` is the reference (it trains and ships `tokenizer.json`); tiktoken encodes the same
-byte-level BPE about 3× faster. The fast path is used only when it is provably the same function:
-the tokenizer must be byte-level BPE with no normalizer, a known pre-tokenizer (Kiln's Split regex,
+byte-level BPE faster. The fast path is used only when it is provably the same function: the
+tokenizer must be byte-level BPE with no normalizer, a known pre-tokenizer (Kiln's Split regex,
 or GPT-2's ByteLevel regex), merge results whose ids grow in merge order (tiktoken merges the pair
 whose result has the lowest rank), and the ids of both engines must agree on the documents
 cross-checked in `Encoder.verify`. Otherwise `tokenizers` itself encodes.

@@ -1,6 +1,7 @@
-"""`run_tokenize`: dataset directory (or plain text) → tokenizer.json + token shards + manifest.
+"""`tokenize`: dataset directory (or plain text) → tokenizer.json + token shards + manifest.
 
-    manifest = run_tokenize("data/clean", "data/tokens", TokenizerConfig(vocab_size=8192))
+    from kiln.components.tokenization import tokenize
+    manifest = tokenize("data/clean", "data/tokens", TokenizerConfig(vocab_size=8192))
 
 Steps: train a BPE on the train split (or load `tokenizer_json`), cross-check the fast engine
 against `tokenizers` on a sample, encode each split in `cfg.workers` processes (one parquet row
@@ -21,60 +22,71 @@ from pathlib import Path
 import numpy as np
 
 from kiln.components.common.config import TokenizerConfig
+from kiln.components.common.parallel import OrderedPool
+from kiln.components.common.progress import Progress
 from kiln.components.tokenization import sources
 from kiln.components.tokenization.bpe import eot_id, iter_segments, load_tokenizer, train_bpe
 from kiln.components.tokenization.engine import Encoder
 from kiln.components.tokenization.manifest import MANIFEST, Manifest, ShardEntry, write_manifest
-from kiln.components.tokenization.parallel import OrderedPool
-from kiln.components.tokenization.progress import Progress
 from kiln.components.tokenization.shards import dtype_for_vocab, sha256_file, write_shard
 
 log = logging.getLogger(__name__)
 
-_worker: dict = {}
+
+class DocEncoder:
+    """What an encoding process holds: the tokenizer, its EOT id and dtype, an Encoder per engine."""
+
+    def __init__(self, tokenizer_json: str, segment_chars: int):
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_str(tokenizer_json)
+        self.eot = eot_id(self.tok)
+        self.segment_chars = segment_chars
+        self.dtype = dtype_for_vocab(self.tok.get_vocab_size(with_added_tokens=True))
+        self.encoders: dict[str, Encoder] = {}
+
+    def encoder(self, engine: str) -> Encoder:
+        # The engine arrives with each task: the parent settles it (verify) while workers start.
+        if engine not in self.encoders:
+            self.encoders[engine] = Encoder(self.tok, engine)
+        return self.encoders[engine]
+
+    def encode(self, docs: Iterable[tuple[str, bool]], engine: str) -> tuple[np.ndarray, int]:
+        """Ids of (text, ends_document) pieces, EOT before each document's first piece; bytes."""
+        texts, starts, nbytes, new_doc = [], [], 0, True
+        for text, ends in docs:
+            for i, piece in enumerate(iter_segments(text, self.segment_chars)):
+                texts.append(piece)
+                starts.append(new_doc and i == 0)
+            nbytes += len(text.encode("utf-8", "surrogatepass"))
+            new_doc = ends
+        ids = self.encoder(engine).encode_batch(texts)
+        parts = []
+        for first, row in zip(starts, ids, strict=True):
+            if first:
+                parts.append(np.array([self.eot], dtype=self.dtype))
+            parts.append(np.asarray(row, dtype=self.dtype))
+        return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), nbytes
 
 
-def _init_worker(tokenizer_str: str, segment_chars: int) -> None:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer_str)
-    _worker.update(tok=tok, eot=eot_id(tok), seg=segment_chars, encoders={})
-    _worker["dtype"] = dtype_for_vocab(tok.get_vocab_size(with_added_tokens=True))
+# This process's DocEncoder. The tokenizer is too large to ship with every task, so the pool's
+# initializer builds it once per worker process and the task functions find it here.
+_doc_encoder: DocEncoder | None = None
 
 
-def _encoder(engine: str) -> Encoder:
-    # The engine arrives with each task: the parent settles it (verify) while workers start.
-    if engine not in _worker["encoders"]:
-        _worker["encoders"][engine] = Encoder(_worker["tok"], engine)
-    return _worker["encoders"][engine]
-
-
-def encode_docs(docs: Iterable[tuple[str, bool]], engine: str = "hf") -> tuple[np.ndarray, int]:
-    """Encode (text, ends_document) pieces in a worker; EOT precedes each document's first piece."""
-    enc, eot, seg, dtype = _encoder(engine), _worker["eot"], _worker["seg"], _worker["dtype"]
-    texts, starts, nbytes, new_doc = [], [], 0, True
-    for text, ends in docs:
-        for i, piece in enumerate(iter_segments(text, seg)):
-            texts.append(piece)
-            starts.append(new_doc and i == 0)
-        nbytes += len(text.encode("utf-8", "surrogatepass"))
-        new_doc = ends
-    ids = enc.encode_batch(texts)
-    parts = []
-    for first, row in zip(starts, ids, strict=True):
-        if first:
-            parts.append(np.array([eot], dtype=dtype))
-        parts.append(np.asarray(row, dtype=dtype))
-    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), nbytes
+def _init_worker(tokenizer_json: str, segment_chars: int) -> None:
+    global _doc_encoder
+    _doc_encoder = DocEncoder(tokenizer_json, segment_chars)
 
 
 def _encode_unit(task: tuple[tuple[str, int], str]) -> tuple[np.ndarray, int]:
     unit, engine = task
-    return encode_docs(((t, True) for t in sources.read_unit(unit)), engine)
+    return _doc_encoder.encode(((t, True) for t in sources.read_unit(unit)), engine)
 
 
 def _encode_batch(task: tuple[list[tuple[str, bool]], str]) -> tuple[np.ndarray, int]:
-    return encode_docs(*task)
+    docs, engine = task
+    return _doc_encoder.encode(docs, engine)
 
 
 class _ShardWriter:
@@ -137,7 +149,7 @@ def _sample(dataset: Path, split: str, n: int, cfg: TokenizerConfig, max_chars: 
     return out
 
 
-def run_tokenize(
+def tokenize(
     dataset_dir: str | Path,
     output_dir: str | Path,
     cfg: TokenizerConfig | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.components.common.pipeline_run import step_config, step_tracker
-from kiln.components.tokenization.pipeline import run_tokenize
+from kiln.components.tokenization import tokenize
 
 
 def tokenize_step(
@@ -27,7 +27,7 @@ def tokenize_step(
         Token counts, vocabulary size and the lineage digests.
     """
     cfg = step_config(config_json)
-    manifest = run_tokenize(dataset_dir, output_dir, cfg.tokenizer)
+    manifest = tokenize(dataset_dir, output_dir, cfg.tokenizer)
     summary = {
         "vocab_size": manifest.vocab_size,
         "train_tokens": manifest.tokens("train"),

@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 from kiln.components.common.config import IngestConfig
-from kiln.components.ingest import run_ingest
+from kiln.components.ingest import ingest
 from kiln.components.ingest.stats import Stats
 from kiln.pipelines.cli import main
 
@@ -67,7 +67,7 @@ def build_bad_corpus(root, prose):
 def test_bad_input_corpus_balances_and_keeps_good_records(tmp_path, make_prose):
     bad = build_bad_corpus(tmp_path, make_prose)
     out = tmp_path / "out"
-    stats = run_ingest([str(bad)], out, cfg(max_line_bytes=100_000, max_file_bytes=1 << 20))
+    stats = ingest([str(bad)], out, cfg(max_line_bytes=100_000, max_file_bytes=1 << 20))
     u = stats.unreadable
     assert u["bad_json"] == 1 and u["missing_text"] == 1 and u["text_not_string"] == 1
     assert u["not_an_object"] == 1 and u["line_too_long"] == 1 and u["unreadable_file"] == 1
@@ -99,7 +99,7 @@ def test_bad_input_corpus_balances_and_keeps_good_records(tmp_path, make_prose):
 def test_zero_inputs_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="matched no input files"):
-        run_ingest([str(tmp_path / "empty")], tmp_path / "out", cfg())
+        ingest([str(tmp_path / "empty")], tmp_path / "out", cfg())
     assert (
         main(["ingest", "--input", str(tmp_path / "nope*.jsonl"), "--output", str(tmp_path / "o")])
         == 2
@@ -118,8 +118,8 @@ def test_workers_give_identical_output_and_global_dedup(tmp_path, make_prose):
         docs = [(f"f{f}-{i}", make_prose(f * 10 + i)) for i in range(10)]
         docs += [(f"f{f}-dup{i}", make_prose((f - 1) * 10 + i)) for i in range(3) if f]
         write_jsonl(d / f"{f}.jsonl", docs)
-    one = run_ingest([str(d)], tmp_path / "one", cfg())
-    two = run_ingest([str(d)], tmp_path / "two", cfg(workers=2))
+    one = ingest([str(d)], tmp_path / "one", cfg())
+    two = ingest([str(d)], tmp_path / "two", cfg(workers=2))
     assert one.duplicates_exact == two.duplicates_exact == 9
     assert rows(tmp_path / "one") == rows(tmp_path / "two")
     for s in ("train", "val"):
@@ -132,14 +132,14 @@ def test_split_is_deterministic_and_by_id(tmp_path, make_prose):
     d = tmp_path / "in"
     d.mkdir()
     write_jsonl(d / "a.jsonl", [(f"a{i}", make_prose(i)) for i in range(60)])
-    run_ingest([str(d)], tmp_path / "o1", cfg())
+    ingest([str(d)], tmp_path / "o1", cfg())
     val1 = {r["id"] for r in rows(tmp_path / "o1", "val")}
     assert 3 < len(val1) < 25
     write_jsonl(d / "0-first.jsonl", [(f"b{i}", make_prose(500 + i)) for i in range(30)])
-    run_ingest([str(d)], tmp_path / "o2", cfg())
+    ingest([str(d)], tmp_path / "o2", cfg())
     val2 = {r["id"] for r in rows(tmp_path / "o2", "val")}
     assert {i for i in val2 if i.startswith("a")} == val1  # unaffected by other files or order
-    run_ingest([str(d)], tmp_path / "o3", cfg(split_seed=7))
+    ingest([str(d)], tmp_path / "o3", cfg(split_seed=7))
     assert {r["id"] for r in rows(tmp_path / "o3", "val")} != val2
 
 
@@ -159,7 +159,7 @@ def test_source_weights_language_and_pii(tmp_path, make_prose):
         [(f"b{i}", make_prose(100 + i)) for i in range(40)] + [("fr", french)],
     )
     c = cfg(source_weights={"web": 2.0, "b": 0.5}, languages=["en"], shard_bytes=4000)
-    stats = run_ingest([f"web={tmp_path / 'a'}", str(tmp_path / "b")], tmp_path / "out", c)
+    stats = ingest([f"web={tmp_path / 'a'}", str(tmp_path / "b")], tmp_path / "out", c)
     web = stats.sources["web"]
     assert (web["weight"], web["in"], web["kept"], web["out"]) == (2.0, 20, 20, 40)
     b = stats.sources["b"]
@@ -178,7 +178,7 @@ def test_source_weights_language_and_pii(tmp_path, make_prose):
 
 def test_hf_input_offline_and_tokenize_end_to_end(tmp_path, make_prose, capsys):
     from kiln.components.common.config import TokenizerConfig
-    from kiln.components.tokenization import run_tokenize
+    from kiln.components.tokenization import tokenize
     from kiln.components.tokenization.manifest import read_manifest
 
     split_dir = tmp_path / "hub" / "default" / "train"
@@ -202,6 +202,6 @@ def test_hf_input_offline_and_tokenize_end_to_end(tmp_path, make_prose, capsys):
     )
     assert rc == 0 and "check: 30 = 30 kept" in capsys.readouterr().out
     assert {r["source"] for r in rows(tmp_path / "ds")} == {"hub"}
-    run_tokenize(tmp_path / "ds", tmp_path / "tok", TokenizerConfig(vocab_size=300, chat_tokens=1))
+    tokenize(tmp_path / "ds", tmp_path / "tok", TokenizerConfig(vocab_size=300, chat_tokens=1))
     m = read_manifest(tmp_path / "tok", verify=True)
     assert m.tokens("train") > 0 and m.tokens("val") > 0

@@ -10,7 +10,7 @@ import zstandard
 
 from kiln.components.common import storage
 from kiln.components.common.config import IngestConfig
-from kiln.components.ingest import run_ingest
+from kiln.components.ingest import ingest
 
 
 def test_ingest_from_s3_prefix_all_formats(s3_server, tmp_path, make_prose):
@@ -30,7 +30,7 @@ def test_ingest_from_s3_prefix_all_formats(s3_server, tmp_path, make_prose):
         storage.upload_file(f, f"s3://{bucket}/corpus/{f.name}")
     prefix = f"s3://{bucket}/corpus/"
     cfg = IngestConfig(workers=2, val_fraction=0.25)
-    stats = run_ingest([prefix], tmp_path / "out", cfg)
+    stats = ingest([prefix], tmp_path / "out", cfg)
     assert stats.files == 4  # .csv skipped by suffix
     assert stats.documents_in == 6 + 6 + 1 + 4
     assert stats.duplicates_exact == 6  # b.jsonl.zst repeats a.jsonl.gz
@@ -51,7 +51,7 @@ def test_single_s3_object_with_a_source_name(s3_server, tmp_path, make_prose):
     (tmp_path / "ok.jsonl").write_text(json.dumps({"text": make_prose(1)}) + "\n{broken\n")
     storage.upload_file(tmp_path / "ok.jsonl", f"s3://{bucket}/x/ok.jsonl")
     uri = f"s3://{bucket}/x/ok.jsonl"
-    stats = run_ingest([f"books={uri}"], tmp_path / "out", IngestConfig(workers=1))
+    stats = ingest([f"books={uri}"], tmp_path / "out", IngestConfig(workers=1))
     assert stats.kept == 1 and stats.unreadable == {"bad_json": 1}
     assert stats.sources["books"]["kept"] == 1
     assert (

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kiln.components.common.config import TokenizerConfig
-from kiln.components.tokenization import run_tokenize
+from kiln.components.tokenization import tokenize
 from kiln.components.tokenization.bpe import load_tokenizer
 from kiln.components.tokenization.manifest import read_manifest, shard_paths
 from kiln.components.tokenization.shards import ShardError, open_shard
@@ -52,7 +52,7 @@ def tokenized(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     docs = make_dataset(root / "data")
     cfg = TokenizerConfig(vocab_size=300, chat_tokens=2, shard_tokens=700, min_frequency=1)
-    manifest = run_tokenize(root / "data", root / "out", cfg)
+    manifest = tokenize(root / "data", root / "out", cfg)
     return root, docs, cfg, manifest
 
 
@@ -72,10 +72,10 @@ def test_manifest_shards_and_round_trip(tokenized):
 
 def test_same_input_gives_byte_identical_shards(tokenized, tmp_path):
     root, _, cfg, manifest = tokenized
-    again = run_tokenize(root / "data", tmp_path / "again", cfg)
+    again = tokenize(root / "data", tmp_path / "again", cfg)
     assert again.splits == manifest.splits
     assert again.tokenizer_sha256 == manifest.tokenizer_sha256
-    one = run_tokenize(
+    one = tokenize(
         root / "data",
         tmp_path / "one",
         TokenizerConfig(workers=1, engine="hf", shard_tokens=700),
@@ -87,7 +87,7 @@ def test_same_input_gives_byte_identical_shards(tokenized, tmp_path):
 def test_checksums_are_verified_on_read(tokenized, tmp_path):
     root, _, cfg, _ = tokenized
     out = tmp_path / "copy"
-    run_tokenize(root / "data", out, cfg, tokenizer_json=root / "out" / "tokenizer.json")
+    tokenize(root / "data", out, cfg, tokenizer_json=root / "out" / "tokenizer.json")
     shard = shard_paths(out, "train")[1]
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF  # same size, different content
@@ -138,13 +138,13 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     rc = main(["tokenize", "--dataset", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
     assert rc == 2 and "no .txt or .md files" in capsys.readouterr().err
     with pytest.raises(ValueError, match="too small"):
-        run_tokenize(tmp_path / "empty", tmp_path / "o", TokenizerConfig(vocab_size=100))
+        tokenize(tmp_path / "empty", tmp_path / "o", TokenizerConfig(vocab_size=100))
 
 
 def test_single_text_file_gets_a_val_split(tmp_path):
     text = "".join(f"Line {i} of a single small file, with words.\n" for i in range(300))
     (tmp_path / "one.txt").write_text(text)
-    m = run_tokenize(
+    m = tokenize(
         tmp_path / "one.txt", tmp_path / "out", TokenizerConfig(vocab_size=280, chat_tokens=0)
     )
     assert m.tokens("train") > m.tokens("val") > 0
