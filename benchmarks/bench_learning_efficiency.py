@@ -60,10 +60,10 @@ def main() -> None:
 
     from kiln.components.common.config import EvalConfig, TokenizerConfig, load_config
     from kiln.components.evaluate import evaluate
-    from kiln.components.tokenization.pipeline import run_tokenize
+    from kiln.components.tokenization import tokenize
 
     dataset = kiln_runs.split_dataset(text, work / "dataset")
-    run_tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))
+    tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))
     recipe = RECIPE + args.sets
     calib = kiln_runs.train(
         work / "tokens", work / "calib", [*recipe, "train.max_steps=60", "train.eval_every=1000"]

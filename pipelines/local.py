@@ -1,6 +1,6 @@
 """Run the Kiln pipeline on this machine with the KFP local runner (what `kiln run` does).
 
-    result = run_local(LocalRun(workdir="kiln-work"))     # built-in corpus, tiny preset
+    result = run_local(LocalRun(RunParams(preset="tiny", workers=1)))   # built-in corpus
     print(result.model_dir, result.registered, result.sample)
 
 The SAME pipeline that `kiln compile` writes runs here, each step in a subprocess
@@ -18,6 +18,7 @@ The SAME pipeline that `kiln compile` writes runs here, each step in a subproces
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.components.common.pipeline_run import WORKDIR_ENV, resolve_config
+from kiln.components.common.config import RunParams
+from kiln.components.common.pipeline_run import WORKDIR_ENV
 from kiln.components.common.tracking import (
     default_tracking_uri,
     end_pipeline_run,
@@ -39,18 +41,19 @@ from kiln.pipelines.pretrain import PIPELINE_NAME, build_pipeline
 LOCAL_BUCKET = "kiln"
 
 
+# `kiln run` trains on one Ray Train worker of a local Ray by default; otherwise the
+# pipeline's own defaults.
+LOCAL_DEFAULTS = RunParams(workers=1)
+
+
 @dataclass
 class LocalRun:
-    """Parameters of one local pipeline run (see `kiln run --help`)."""
+    """One local pipeline run (see `kiln run --help`): the pipeline's run parameters, plus
+    where it works and what it reads."""
 
+    params: RunParams = field(default_factory=lambda: dataclasses.replace(LOCAL_DEFAULTS))
     workdir: str = "kiln-work"
     data: str = ""  # '' = the built-in corpus (pipelines/corpus.py)
-    preset: str = "tiny"
-    overrides: list[str] = field(default_factory=list)
-    model_name: str = "kiln-llama"
-    mlflow_uri: str = ""
-    workers: int = 1
-    gpus_per_worker: int = 0
     baseline_model: str = ""
 
 
@@ -132,20 +135,21 @@ def run_local(run: LocalRun) -> LocalResult:
 
     workdir = Path(run.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    overrides = list(run.overrides)
+    overrides = list(run.params.overrides)
     if not run.data:  # a few hundred documents: hold out 5% so validation has enough text
         overrides.insert(0, "ingest.val_fraction=0.05")
-    env = local_env(workdir, run.mlflow_uri)
+    env = local_env(workdir, run.params.mlflow_uri)
+    params = dataclasses.replace(
+        run.params, overrides=overrides, mlflow_uri=env["MLFLOW_TRACKING_URI"]
+    )
     t0 = time.time()
     with _env(env):
-        cfg = resolve_config(
-            run.preset,
-            json.dumps(overrides),
-            workers=run.workers,
-            gpus_per_worker=run.gpus_per_worker,
-        )
+        cfg = params.resolve()
         corpus = _corpus(run, workdir)
-        run_id = start_pipeline_run(cfg, workdir, run_name="kiln-run-local", tags={"mode": "local"})
+        if not params.run_id:
+            params.run_id = start_pipeline_run(
+                cfg, workdir, run_name="kiln-run-local", tags={"mode": "local"}
+            )
         kfp.local.init(
             runner=kfp.local.SubprocessRunner(use_venv=False),
             pipeline_root=str(workdir / "kfp"),
@@ -160,17 +164,11 @@ def run_local(run: LocalRun) -> LocalResult:
                 warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
                 pipeline(
                     corpus_uri=corpus,
-                    preset=run.preset,
-                    overrides=json.dumps(overrides),
-                    model_name=run.model_name,
-                    mlflow_uri=env["MLFLOW_TRACKING_URI"],
-                    workers=run.workers,
-                    gpus_per_worker=run.gpus_per_worker,
                     baseline_model=run.baseline_model,
-                    run_id=run_id,
+                    **params.pipeline_arguments(),
                 )
         except BaseException:
-            end_pipeline_run(cfg, run_id, "FAILED", workdir)
+            end_pipeline_run(cfg, params.run_id, "FAILED", workdir)
             raise
     run_dir = _newest_run_dir(workdir / "kfp", t0)
     eval_report = json.loads((run_dir / "evaluate" / "report" / "eval.json").read_text())
@@ -179,7 +177,7 @@ def run_local(run: LocalRun) -> LocalResult:
         run_dir=run_dir,
         model_dir=run_dir / "pretrain" / "trained" / "model",
         mlflow_uri=env["MLFLOW_TRACKING_URI"],
-        run_id=run_id,
+        run_id=params.run_id,
         eval=eval_report,
         published=published,
         seconds=time.time() - t0,

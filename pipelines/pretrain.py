@@ -102,7 +102,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
         corpus_uri: str,
         preset: str = "tiny",
         overrides: str = "",
-        model_name: str = "kiln-llama",
+        model_name: str = "",
         s3_bucket: str = "",
         mlflow_uri: str = "",
         ray_address: str = "",
@@ -113,15 +113,18 @@ def build_pipeline(opts: PipelineOptions | None = None):
     ):
         """Kiln pretraining run.
 
+        Besides corpus_uri and baseline_model, the parameters are `RunParams`' fields, with the
+        same defaults (a test keeps them in step), passed on to `prepare` unchanged.
+
         Args:
             corpus_uri: raw text: s3://bucket/prefix, hf://org/name or files; comma-separated.
             preset: named config (tiny, small, gpt2-124m, 1b).
             overrides: config overrides `section.key=value`, a JSON list or one per line.
-            model_name: registered model name.
+            model_name: registered model name, tracking.model_name ('' = the config's).
             s3_bucket: bucket for artifacts ('' = the data connection's AWS_S3_BUCKET).
             mlflow_uri: MLflow tracking URI ('' = MLFLOW_TRACKING_URI of the step).
             ray_address: Ray cluster (http://HEAD:8265 = Jobs API); '' = train in the step's pod.
-            workers: Ray Train workers (0 = one plain process).
+            workers: Ray Train workers (0 = one plain process; -1 = the config's dist.workers).
             gpus_per_worker: GPUs per worker; also the training step's GPU request.
             baseline_model: compare with this model in evaluate (models:/NAME@champion, s3://).
             run_id: write to this existing MLflow run ('' = a new one).

@@ -1,15 +1,15 @@
 """What every pipeline step shares: the resolved config (as JSON) and the one MLflow run.
 
-The pipeline's first step resolves the config once from its parameters and opens the MLflow run;
-every later step gets both as plain string parameters:
+The pipeline's first step resolves the config once from its run parameters (`RunParams`) and
+opens the MLflow run; every later step gets both as plain string parameters:
 
-    config_json, run_id, *_ = prepare_run("tiny", '["train.max_steps=50"]', model_name="m")
+    config_json, run_id, *_ = prepare_run(RunParams(overrides=["train.max_steps=50"]))
     cfg = step_config(config_json)                 # in a later step
     tracker = step_tracker(cfg, run_id)            # joins that run (NullTracker when off)
-    finish_run("tiny", overrides, pipeline_run_id=..., state="FAILED")  # the exit handler
+    finish_run(params, pipeline_run_id=..., state="FAILED")   # the exit handler
 
-Pipeline parameters win over the preset and overrides for the fields they name (model name,
-S3 bucket, MLflow URI, workers, GPUs, Ray address); empty/negative parameters keep the config's.
+Run parameters win over the preset and overrides for the fields they name (model name, S3
+bucket, MLflow URI, workers, GPUs, Ray address); see `RunParams.changes`.
 No kfp here: the components call these functions, tests call them directly.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from kiln.components.common.config import Config, from_dict, load_config, validate
+from kiln.components.common.config import Config, RunParams, from_dict, parse_overrides
 from kiln.components.common.tracking import (
     Tracker,
     close_pipeline_run,
@@ -28,6 +28,18 @@ from kiln.components.common.tracking import (
     make_tracker,
     start_pipeline_run,
 )
+
+__all__ = [
+    "PreparedRun",
+    "RunParams",
+    "finish_run",
+    "parse_overrides",
+    "prepare_run",
+    "section_json",
+    "step_config",
+    "step_tracker",
+    "workdir",
+]
 
 log = logging.getLogger("kiln.pipeline")
 
@@ -37,63 +49,6 @@ WORKDIR_ENV = "KILN_WORKDIR"
 def workdir() -> str:
     """Where steps keep local state (the default MLflow store): $KILN_WORKDIR or ./kiln-work."""
     return os.environ.get(WORKDIR_ENV, "kiln-work")
-
-
-def parse_overrides(overrides: str) -> list[str]:
-    """Overrides as a JSON list (`'["train.max_steps=50"]'`) or newline/semicolon separated text."""
-    text = overrides.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        items = json.loads(text)
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ValueError(
-                f"overrides: expected a JSON list of 'section.key=value' strings, got {text!r}"
-            )
-        return items
-    return [i.strip() for i in text.replace(";", "\n").splitlines() if i.strip()]
-
-
-def resolve_config(
-    preset: str,
-    overrides: str = "",
-    *,
-    model_name: str = "",
-    s3_bucket: str = "",
-    mlflow_uri: str = "",
-    workers: int = -1,
-    gpus_per_worker: int = -1,
-    ray_address: str = "",
-) -> Config:
-    """The run's Config: preset, then overrides, then the pipeline parameters that are set.
-
-    Args:
-        preset: a preset name (`tiny`, `small`, ...).
-        overrides: `section.key=value` items, see `parse_overrides`.
-        model_name: registered model name (publish.model_name and tracking.model_name).
-        s3_bucket: artifacts go to s3://BUCKET/kiln (storage.root) when given.
-        mlflow_uri: tracking.uri when given.
-        workers: dist.workers when >= 0 (0 = train in the step's own process).
-        gpus_per_worker: > 0 sets dist.use_gpu; 0 forces CPU; < 0 keeps the config's.
-        ray_address: dist.ray_address when given.
-    """
-    cfg = load_config(preset or None, None, parse_overrides(overrides))
-    if model_name:
-        cfg.tracking.model_name = model_name
-        if hasattr(cfg, "publish"):
-            cfg.publish.model_name = model_name
-    if s3_bucket:
-        cfg.storage.root = f"s3://{s3_bucket.removeprefix('s3://').strip('/')}/kiln"
-    if mlflow_uri:
-        cfg.tracking.uri = mlflow_uri
-    if workers >= 0:
-        cfg.dist.workers = workers
-    if gpus_per_worker >= 0:
-        cfg.dist.use_gpu = gpus_per_worker > 0
-    if ray_address:
-        cfg.dist.ray_address = ray_address
-    validate(cfg)
-    return cfg
 
 
 class PreparedRun(NamedTuple):
@@ -113,26 +68,20 @@ def section_json(cfg: Config, *sections: str) -> str:
     return json.dumps({name: full[name] for name in sections}, indent=2, sort_keys=True)
 
 
-def prepare_run(
-    preset: str,
-    overrides: str = "",
-    *,
-    run_id: str = "",
-    pipeline_run_id: str = "",
-    **params: Any,
-) -> PreparedRun:
+def prepare_run(params: RunParams, *, pipeline_run_id: str = "") -> PreparedRun:
     """Resolve the config and open (or join) the pipeline's MLflow run; log the config as params.
 
     Args:
-        preset, overrides, **params: see `resolve_config`.
-        run_id: an MLflow run created by the caller (e.g. `kiln run`), joined instead of a new one.
+        params: the run parameters; `params.run_id` (an MLflow run created by the caller, e.g.
+            `kiln run`) is joined instead of opening a new one.
         pipeline_run_id: the KFP run id, recorded as the `pipeline_run_id` tag.
 
     Returns:
         The resolved config as JSON, the MLflow run id, and the data steps' config sections.
     """
-    cfg = resolve_config(preset, overrides, **params)
-    tags = {"pipeline_run_id": pipeline_run_id, "kiln.preset": preset or "tiny"}
+    cfg = params.resolve()
+    tags = {"pipeline_run_id": pipeline_run_id, "kiln.preset": params.preset or "tiny"}
+    run_id = params.run_id
     if not run_id:
         run_id = start_pipeline_run(cfg, workdir(), run_name=pipeline_run_id or None, tags=tags)
     tracker = step_tracker(cfg, run_id)
@@ -149,23 +98,17 @@ RUN_STATUS = {"SUCCEEDED": "FINISHED", "CANCELED": "KILLED", "CANCELLED": "KILLE
 
 
 def finish_run(
-    preset: str,
-    overrides: str,
-    *,
-    mlflow_uri: str = "",
-    run_id: str = "",
-    pipeline_run_id: str = "",
-    state: str = "FAILED",
-    error: str = "",
+    params: RunParams, *, pipeline_run_id: str = "", state: str = "FAILED", error: str = ""
 ) -> str:
     """End the pipeline's MLflow run however the pipeline ended (the pipeline's exit handler).
 
-    The run is `run_id`, else the one `prepare_run` tagged with `pipeline_run_id`. A pipeline that
-    failed or was cancelled before publish leaves its run RUNNING: it becomes FAILED / KILLED, with
-    the error as the `pipeline_error` tag. Returns the run's final status ('' when there is no run).
+    The run is `params.run_id`, else the one `prepare_run` tagged with `pipeline_run_id`. A
+    pipeline that failed or was cancelled before publish leaves its run RUNNING: it becomes
+    FAILED / KILLED, with the error as the `pipeline_error` tag. Returns the run's final status
+    ('' when there is no run).
     """
-    cfg = resolve_config(preset, overrides, mlflow_uri=mlflow_uri)
-    run_id = run_id or find_pipeline_run(cfg, pipeline_run_id, workdir())
+    cfg = params.resolve()
+    run_id = params.run_id or find_pipeline_run(cfg, pipeline_run_id, workdir())
     status = RUN_STATUS.get(state.upper(), "FAILED")
     final = close_pipeline_run(
         cfg, run_id, status, error if status != "FINISHED" else "", workdir()
@@ -182,9 +125,7 @@ def step_config(config_json: str) -> Config:
         data = json.loads(config_json)
     except json.JSONDecodeError as e:
         raise ValueError(f"config_json: not valid JSON ({e}); pass prepare_run's output") from None
-    cfg = from_dict(data)
-    validate(cfg)
-    return cfg
+    return from_dict(data)
 
 
 def step_tracker(cfg: Config, run_id: str) -> Tracker:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.components.common.pipeline_run import step_config, step_tracker, workdir
-from kiln.components.evaluate.run import EVAL_JSON, evaluate
+from kiln.components.evaluate import EVAL_JSON, evaluate
 
 
 def evaluate_step(

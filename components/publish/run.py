@@ -15,7 +15,7 @@ Order matters, so a failure never leaves a half-published model that looks compl
    nothing is logged to MLflow and nothing is registered.
 2. **Track**: eval metrics, params (the resolved config), lineage tags and artifacts on the MLflow
    run (`run_id`, else $MLFLOW_RUN_ID, else a new run).
-3. **Register** a version of `publish.model_name` whose source is `OUTPUT/model`, alias
+3. **Register** a version of `tracking.model_name` whose source is `OUTPUT/model`, alias
    `candidate`; `champion` moves only when the eval gate passed and the registry's gate agrees
    (better `tracking.gate_metric` than the champion's on the same val set, or no champion).
    Idempotent: the version is keyed by the MLflow run id (or, without one, by the weights'
@@ -43,7 +43,6 @@ from kiln.components.publish.serving import render_for_version
 from kiln.components.publish.track import log_to_run, register_version
 
 log = logging.getLogger(__name__)
-CHECKPOINT_CHOICES = ("none", "latest", "all")
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -142,7 +141,7 @@ def publish(
         train_dir: the training output dir, for the checkpoints index and the loss curve.
         run_id: the pipeline's MLflow run (default $MLFLOW_RUN_ID, else a new run).
         pipeline_run_id: the KFP pipeline run id, recorded as a lineage tag.
-        model_name: registered model name (default `publish.model_name`).
+        model_name: registered model name (default `tracking.model_name`).
         workdir: where the default local MLflow store lives.
         settings: S3 settings (default: from the environment and `cfg.storage`).
 
@@ -153,20 +152,14 @@ def publish(
 
     Raises:
         FileNotFoundError: an incomplete model directory or a missing eval.json.
-        ValueError: a bad `publish.upload_checkpoints`, or a local model source with an MLflow
-            server (which cannot read it).
+        ValueError: a local model source with an MLflow server (which cannot read it).
         StorageError: S3 unreachable beyond the retries (nothing logged or registered then).
     """
     model = Path(model_dir)
     _check_model_dir(model)
     report = read_eval(eval_json)
     eval_path = Path(eval_json) / "eval.json" if Path(eval_json).is_dir() else Path(eval_json)
-    if cfg.publish.upload_checkpoints not in CHECKPOINT_CHOICES:
-        raise ValueError(
-            f"publish.upload_checkpoints must be one of {', '.join(CHECKPOINT_CHOICES)}, "
-            f"got {cfg.publish.upload_checkpoints!r}"
-        )
-    name = model_name or cfg.publish.model_name or cfg.tracking.model_name
+    name = model_name or cfg.tracking.model_name
     s = settings or storage.settings_from_config(cfg.storage)
     output_uri = str(output_uri).rstrip("/")
     model_uri, report_uri = storage.join(output_uri, "model"), storage.join(output_uri, "report")

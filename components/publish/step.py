@@ -67,7 +67,6 @@ def publish_step(
         train_dir=train_dir or None,
         run_id=run_id or None,
         pipeline_run_id=pipeline_run_id,
-        model_name=cfg.publish.model_name or cfg.tracking.model_name,
         workdir=workdir(),
     )
     out = Path(output_dir)

@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.components.ingest.pipeline import run_ingest
+    from kiln.components.ingest import ingest
 
     cfg = config_from_args(args).ingest
     if args.workers is not None:
         cfg.workers = args.workers
-    run_ingest(args.input, args.output, cfg)
+    ingest(args.input, args.output, cfg)
     return 0

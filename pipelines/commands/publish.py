@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pipeline (KFP) run id, recorded as a lineage tag",
     )
     p.add_argument(
-        "--name", metavar="NAME", help="registered model name (default: publish.model_name)"
+        "--name", metavar="NAME", help="registered model name (default: tracking.model_name)"
     )
     p.add_argument(
         "--workdir",

@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from kiln.components.common.config import PRESETS
+from kiln.components.common.config import RunParams
+from kiln.pipelines.local import LOCAL_DEFAULTS
 
 log = logging.getLogger("kiln.cli")
 
@@ -56,46 +57,7 @@ examples:
         metavar="DIR",
         help="where the corpus, step outputs, local MLflow store and local S3 go (default: kiln-work)",
     )
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="tiny",
-        help="named starting config (default: tiny, a few minutes on CPU)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config field, e.g. --set train.max_steps=50 (repeatable; `kiln config --fields` lists them)",
-    )
-    p.add_argument(
-        "--model-name",
-        default="kiln-llama",
-        help="registered model name the new version is created under (default: kiln-llama)",
-    )
-    p.add_argument(
-        "--mlflow-uri",
-        default="",
-        metavar="URI",
-        help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a sqlite store in WORKDIR)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="Ray Train workers on a local Ray cluster (default 1; 0 = train in the step's process without Ray)",
-    )
-    p.add_argument(
-        "--gpus-per-worker",
-        type=int,
-        default=0,
-        metavar="N",
-        help="GPUs per Ray worker (default 0: CPU workers; with --workers 0 the plain process "
-        "uses a GPU when one is visible)",
-    )
+    RunParams.add_arguments(p, LOCAL_DEFAULTS)
     p.add_argument(
         "--baseline",
         default="",
@@ -157,14 +119,9 @@ def run(args: argparse.Namespace) -> int:
     from kiln.pipelines.local import LocalRun, run_local
 
     local = LocalRun(
+        RunParams.from_args(args),
         workdir=args.workdir,
         data=args.data,
-        preset=args.preset,
-        overrides=args.overrides,
-        model_name=args.model_name,
-        mlflow_uri=args.mlflow_uri,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
         baseline_model=args.baseline,
     )
     try:

@@ -50,15 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.components.tokenization import tokenize
     from kiln.components.tokenization.manifest import read_manifest
-    from kiln.components.tokenization.pipeline import run_tokenize
 
     cfg = config_from_args(args).tokenizer
     if args.vocab_size is not None:
         cfg.vocab_size = args.vocab_size
     if args.workers is not None:
         cfg.workers = args.workers
-    run_tokenize(args.dataset, args.output, cfg, tokenizer_json=args.tokenizer)
+    tokenize(args.dataset, args.output, cfg, tokenizer_json=args.tokenizer)
     if args.verify:
         read_manifest(args.output, verify=True)
         print(f"verified: every shard in {args.output} matches manifest.json")

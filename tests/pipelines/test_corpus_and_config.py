@@ -5,9 +5,9 @@ import json
 import pytest
 
 from kiln.components.common.pipeline_run import (
+    RunParams,
     parse_overrides,
     prepare_run,
-    resolve_config,
     step_config,
 )
 from kiln.pipelines.corpus import CORPUS_NAME, help_topics, write_builtin_corpus
@@ -54,39 +54,42 @@ def test_parse_overrides_rejects_a_non_list():
 
 
 def test_pipeline_parameters_win_over_preset_and_overrides():
-    cfg = resolve_config(
-        "tiny",
-        '["train.max_steps=7", "dist.workers=3"]',
+    cfg = RunParams(
+        preset="tiny",
+        overrides='["train.max_steps=7", "dist.workers=3"]',
         model_name="m1",
         s3_bucket="s3://bucket-a/",
         mlflow_uri="http://mlflow:5000",
         workers=2,
         gpus_per_worker=1,
         ray_address="http://head:8265",
-    )
+    ).resolve()
     assert cfg.train.max_steps == 7
     assert cfg.dist.workers == 2 and cfg.dist.use_gpu and cfg.dist.ray_address == "http://head:8265"
     assert cfg.storage.root == "s3://bucket-a/kiln"
     assert cfg.tracking.uri == "http://mlflow:5000"
-    assert cfg.publish.model_name == cfg.tracking.model_name == "m1"
-    keep = resolve_config("tiny", '["dist.workers=3"]', workers=-1, gpus_per_worker=-1)
+    assert cfg.tracking.model_name == "m1"
+    keep = RunParams(overrides=["dist.workers=3"], workers=-1, gpus_per_worker=-1).resolve()
     assert keep.dist.workers == 3 and not keep.dist.use_gpu
+    assert keep.tracking.model_name == "kiln-llama"  # no model_name parameter: the config's
     with pytest.raises(ValueError, match="unknown config key"):
-        resolve_config("tiny", '["train.nope=1"]')
+        RunParams(overrides='["train.nope=1"]').resolve()
 
 
 def test_prepare_run_opens_one_run_with_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_WORKDIR", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    config_json, run_id, *_ = prepare_run("tiny", "train.max_steps=9", pipeline_run_id="kfp-123")
+    params = RunParams(overrides="train.max_steps=9")
+    config_json, run_id, *_ = prepare_run(params, pipeline_run_id="kfp-123")
     assert run_id and step_config(config_json).train.max_steps == 9
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient().get_run(run_id)
     assert run.data.params["train.max_steps"] == "9"
     assert run.data.tags["pipeline_run_id"] == "kfp-123"
-    again_json, again, *_ = prepare_run("tiny", "train.max_steps=9", run_id=run_id)
+    params.run_id = run_id
+    again_json, again, *_ = prepare_run(params)
     assert again == run_id and again_json == config_json  # a given run is joined, not duplicated
 
 
@@ -155,12 +158,14 @@ def test_data_steps_get_only_their_section_so_their_cache_survives_other_changes
     monkeypatch.setenv("KILN_WORKDIR", str(tmp_path))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     cfg = '["tracking.backend=none", "train.max_steps=9"]'
-    base = prepare_run("tiny", cfg)
-    other_training = prepare_run("tiny", cfg.replace("max_steps=9", "max_steps=500"))
+    base = prepare_run(RunParams(overrides=cfg))
+    other_training = prepare_run(RunParams(overrides=cfg.replace("max_steps=9", "max_steps=500")))
     assert other_training.ingest_config == base.ingest_config
     assert other_training.tokenize_config == base.tokenize_config
     assert other_training.config_json != base.config_json
-    other_vocab = prepare_run("tiny", cfg.replace("]", ', "tokenizer.vocab_size=512"]'))
+    other_vocab = prepare_run(
+        RunParams(overrides=cfg.replace("]", ', "tokenizer.vocab_size=512"]'))
+    )
     assert other_vocab.ingest_config == base.ingest_config
     assert other_vocab.tokenize_config != base.tokenize_config
     # A section reads back as the full config the step expects, other sections at defaults.

@@ -99,7 +99,7 @@ def test_publish_tags_the_version_and_deploy_reads_it(s3_server, mlflow_env, goo
     """The eval_gate tag that deploy checks really lands on the version `publish` registers."""
     bucket = storage.S3Settings.from_env().bucket
     name = f"kiln-dep-{uuid.uuid4().hex[:8]}"
-    cfg = load_config("tiny", overrides=[f"publish.model_name={name}"])
+    cfg = load_config("tiny", overrides=[f"tracking.model_name={name}"])
     out = publish(str(good_run["model"]), str(good_run["eval"]), f"s3://{bucket}/dep/r1", cfg)
     info = ModelRegistry(mlflow_env).show(name, version=out["registered"]["version"])
     assert info["tags"]["eval_gate"] == "passed" and "champion" in info["aliases"]

@@ -23,7 +23,7 @@ from kiln.components.publish import publish
 
 def _cfg(*overrides: str):
     name = f"kiln-pub-{uuid.uuid4().hex[:8]}"
-    return load_config("tiny", overrides=[f"publish.model_name={name}", *overrides])
+    return load_config("tiny", overrides=[f"tracking.model_name={name}", *overrides])
 
 
 def _s3():
@@ -62,7 +62,7 @@ def test_publish_uploads_tracks_registers(
         pipeline_run_id="kfp-run-42",
     )
     report = read_eval(good_run["eval"])
-    name = cfg.publish.model_name
+    name = cfg.tracking.model_name
 
     # S3: every model file is there, byte for byte, and its sha256 is what publish returned.
     objects = _objects(bucket, "runs/r1/")
@@ -85,7 +85,7 @@ def test_publish_uploads_tracks_registers(
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.metrics["eval/val_loss"] == pytest.approx(report["val_loss"])
     assert run.data.metrics["eval/bits_per_byte"] == pytest.approx(report["bits_per_byte"])
-    assert run.data.params["publish.model_name"] == name
+    assert run.data.params["tracking.model_name"] == name
     assert run.data.params["train.max_steps"] == str(cfg.train.max_steps)
     tags = run.data.tags
     assert tags["tokenizer_digest"] == storage.sha256_file(tokens_dir / "tokenizer.json")
@@ -138,7 +138,7 @@ def test_champion_moves_only_when_both_gates_pass(
 ):
     bucket = storage.S3Settings.from_env().bucket
     cfg = _cfg()
-    name = cfg.publish.model_name
+    name = cfg.tracking.model_name
     first = publish(str(good_run["model"]), str(good_run["eval"]), f"s3://{bucket}/a", cfg)
     assert first["registered"]["aliases"] == ["candidate", "champion"]
 
@@ -178,7 +178,7 @@ def test_long_outage_registers_nothing(s3_proxy, mlflow_env, good_run):
         time.sleep(0.1)
     assert not storage.is_committed(f"{out_uri}/model")  # no commit marker
     assert not storage.exists(f"{out_uri}/report")
-    name = cfg.publish.model_name
+    name = cfg.tracking.model_name
     assert name not in [m["name"] for m in ModelRegistry().list_models()]
     runs = MlflowClient().search_runs(
         [e.experiment_id for e in MlflowClient().search_experiments()],

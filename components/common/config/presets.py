@@ -1,0 +1,72 @@
+"""Named starting points: a preset is a few lines on top of the defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kiln.components.common.config.tree import Config
+
+
+def _tiny(c: Config) -> None:
+    """CPU, seconds per run: for tests and laptops."""
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 64, 2, 4, 2
+    c.model.max_seq_len = 128
+    c.data.seq_len = 64
+    c.train.max_steps, c.train.micro_batch_size = 200, 8
+    c.train.log_every, c.train.eval_every, c.train.eval_batches = 10, 100, 4
+    c.train.ckpt_every = 100
+    c.train.sample_tokens = 32
+    c.optim.lr, c.optim.warmup_steps = 3e-3, 20
+
+
+def _small(c: Config) -> None:
+    """~25M parameters: a laptop CPU or one small GPU."""
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 384, 6, 6, 2
+    c.model.max_seq_len = 512
+    c.data.seq_len = 512
+    c.train.max_steps, c.train.micro_batch_size = 5000, 16
+    c.optim.lr, c.optim.warmup_steps = 1e-3, 200
+
+
+def _gpt2_124m(c: Config) -> None:
+    """GPT-2 small sized LLaMA (12 × 768, 12 heads, 1024 context, tied embeddings, 50257 vocab)."""
+    c.model.vocab_size = 50304  # GPT-2's 50257 padded to a multiple of 64 for fast matmuls
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 768, 12, 12, 12
+    c.model.ffn_dim = 2048  # 8/3·768: the same MLP parameter count as GPT-2's 4·768 GELU MLP
+    c.model.max_seq_len = 1024
+    c.model.tie_embeddings = True
+    c.data.seq_len = 1024
+    c.train.micro_batch_size, c.train.tokens_per_step = 16, 524288
+    c.train.max_steps, c.train.dtype, c.train.compile = 19073, "bf16", True
+    c.optim.lr, c.optim.warmup_steps = 6e-4, 715
+
+
+def _1b(c: Config) -> None:
+    """~1.1B parameters (TinyLlama shape): multi-GPU, FSDP."""
+    c.model.vocab_size = 32000
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 2048, 22, 32, 4
+    c.model.ffn_dim = 5632
+    c.model.max_seq_len = 2048
+    c.data.seq_len = 2048
+    c.train.micro_batch_size, c.train.tokens_per_step = 8, 2097152
+    c.train.max_steps, c.train.dtype, c.train.compile = 50000, "bf16", True
+    c.dist.strategy, c.dist.use_gpu = "fsdp", True
+    c.optim.lr, c.optim.warmup_steps = 4e-4, 2000
+
+
+PRESETS: dict[str, Callable[[Config], None]] = {
+    "tiny": _tiny,
+    "small": _small,
+    "gpt2-124m": _gpt2_124m,
+    "1b": _1b,
+}
+
+
+def preset(name: str) -> Config:
+    """The named preset as a fresh, validated Config."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = Config()
+    PRESETS[name](cfg)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,182 @@
+"""Config sections of pretraining: model shape, data order, optimizer, training loop, parallelism."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kiln.components.common.config.fields import Section, fail, setting
+
+
+@dataclass
+class ModelConfig(Section):
+    """Shape of the LLaMA-style decoder."""
+
+    KEY = "model"
+
+    vocab_size: int = setting(
+        4096,
+        "Vocabulary size of a model built without a tokenizer; training sizes the model from the "
+        "tokenizer manifest instead (padded for fast matmuls) and records that in its checkpoints.",
+        ge=1,
+    )
+    dim: int = setting(128, "Hidden size (d_model).", ge=1)
+    n_layers: int = setting(4, "Number of transformer blocks.", ge=1)
+    n_heads: int = setting(4, "Number of query heads.", ge=1)
+    n_kv_heads: int = setting(
+        4, "Number of key/value heads (grouped-query attention when < n_heads).", ge=1
+    )
+    ffn_dim: int = setting(
+        0, "SwiGLU hidden size; 0 = 8/3·dim rounded up to ffn_multiple_of.", ge=0
+    )
+    ffn_multiple_of: int = setting(
+        64, "Round the derived SwiGLU hidden size up to a multiple of this.", ge=1
+    )
+    max_seq_len: int = setting(
+        256, "Longest context the model is built for (RoPE table size).", ge=1
+    )
+    rope_theta: float = setting(10000.0, "RoPE base frequency.", gt=0)
+    norm_eps: float = setting(1e-5, "RMSNorm epsilon.", gt=0)
+    tie_embeddings: bool = setting(
+        False, "Share the token embedding and output projection weights."
+    )
+    init_std: float = setting(
+        0.02, "Std of the normal init; residual projections are scaled by 1/sqrt(2·n_layers).", gt=0
+    )
+
+    def check(self) -> None:
+        if self.dim % self.n_heads:
+            fail("model.dim", f"divisible by model.n_heads={self.n_heads}", self.dim)
+        if self.n_heads % self.n_kv_heads:
+            fail("model.n_heads", f"a multiple of model.n_kv_heads={self.n_kv_heads}", self.n_heads)
+        if (self.dim // self.n_heads) % 2:
+            fail("model.dim / model.n_heads (head dim)", "even for RoPE", self.dim // self.n_heads)
+
+
+@dataclass
+class DataConfig(Section):
+    """Token shards and how the loader walks them."""
+
+    KEY = "data"
+
+    seq_len: int = setting(
+        256, "Training context length in tokens (windows are seq_len + 1 long).", ge=1
+    )
+    shuffle: bool = setting(True, "Visit shards and windows in a seeded random order each epoch.")
+    seed: int = setting(1234, "Seed of the data order (independent of the model init seed).", ge=0)
+
+
+@dataclass
+class OptimConfig(Section):
+    """AdamW and the learning-rate schedule."""
+
+    KEY = "optim"
+
+    lr: float = setting(3e-4, "Peak learning rate.", gt=0)
+    min_lr_ratio: float = setting(
+        0.1, "Floor of the decay, as a fraction of the peak learning rate.", ge=0, le=1
+    )
+    schedule: Literal["cosine", "constant", "wsd"] = setting(
+        "cosine", "Schedule after warmup: cosine | constant | wsd (warmup-stable-decay)."
+    )
+    warmup_steps: int = setting(100, "Linear warmup steps from 0 to the peak learning rate.", ge=0)
+    wsd_decay_frac: float = setting(
+        0.2, "WSD: fraction of the run spent in the final linear decay.", ge=0, le=1
+    )
+    beta1: float = setting(0.9, "AdamW beta1.", ge=0, lt=1)
+    beta2: float = setting(0.95, "AdamW beta2.", ge=0, lt=1)
+    eps: float = setting(1e-8, "AdamW epsilon.", gt=0)
+    weight_decay: float = setting(
+        0.1, "Decoupled weight decay, applied to matrices only (not norms).", ge=0
+    )
+    grad_clip: float = setting(1.0, "Clip the global gradient norm to this (0 disables).", ge=0)
+
+
+@dataclass
+class TrainConfig(Section):
+    """The training loop."""
+
+    KEY = "train"
+
+    max_steps: int = setting(1000, "Optimizer steps to train for.", ge=1)
+    stop_after_steps: int = setting(
+        0,
+        "Stop this invocation after N steps (0 = run to max_steps); the schedule still spans "
+        "max_steps, so a later --resume continues seamlessly (time-sliced or preemptible jobs).",
+        ge=0,
+    )
+    micro_batch_size: int = setting(8, "Sequences per worker per forward/backward pass.", ge=1)
+    tokens_per_step: int = setting(
+        0,
+        "Global tokens per optimizer step; 0 = one micro-batch per worker. Must be a multiple of "
+        "micro_batch_size·seq_len·workers (gradient accumulation makes up the rest).",
+        ge=0,
+    )
+    seed: int = setting(1337, "Seed for model init and any sampling.", ge=0)
+    dtype: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", "Compute dtype: auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32."
+    )
+    compile: bool = setting(False, "Compile the model with torch.compile.")
+    log_every: int = setting(10, "Print and track metrics every N steps.", ge=1)
+    eval_every: int = setting(200, "Validation loss every N steps (0 = only at the end).", ge=0)
+    eval_batches: int = setting(20, "Micro-batches per validation pass.", ge=1)
+    sample_every: int = setting(
+        0, "Generate samples from sample_prompts every N steps (0 = only at the end).", ge=0
+    )
+    sample_prompts: list[str] = setting(
+        ["The ", "Once upon a time"], "Fixed prompts for progress samples."
+    )
+    sample_tokens: int = setting(48, "Tokens generated per sample.", ge=0)
+    ckpt_every: int = setting(200, "Save a checkpoint every N steps (and always at the end).", ge=1)
+    keep_checkpoints: int = setting(3, "Keep only the last K checkpoints.", ge=1)
+    max_nonfinite_in_a_row: int = setting(
+        5, "Halt after this many consecutive steps with NaN/inf loss or gradients.", ge=1
+    )
+    spike_factor: float = setting(
+        0.0,
+        "Loss-spike policy: roll back to the last checkpoint when loss > factor × its running "
+        "mean (0 disables; otherwise > 1).",
+        ge=0,
+    )
+    max_rollbacks: int = setting(3, "Halt after this many loss-spike rollbacks.", ge=0)
+
+    def check(self) -> None:
+        if 0 < self.spike_factor <= 1:
+            fail("train.spike_factor", "0 (off) or > 1 (a loss above its mean)", self.spike_factor)
+
+
+@dataclass
+class DistConfig(Section):
+    """Where and how training runs."""
+
+    KEY = "dist"
+
+    workers: int = setting(0, "Ray Train workers; 0 = one plain process without Ray.", ge=0)
+    use_gpu: bool = setting(False, "One GPU per Ray worker (NCCL) instead of CPU workers (gloo).")
+    strategy: Literal["ddp", "fsdp"] = setting(
+        "ddp", "Data parallelism: ddp | fsdp (FSDP2, shards params, grads and optimizer state)."
+    )
+    cpus_per_worker: int = setting(
+        0,
+        "CPUs reserved per Ray worker (each worker's torch threads); 0 = on a local cluster the "
+        "machine's CPUs split evenly among the workers, on an existing cluster 1.",
+        ge=0,
+    )
+    max_failures: int = setting(
+        2,
+        "Restart training from the last checkpoint up to this many times after a worker dies "
+        "(-1 = without limit).",
+        ge=-1,
+    )
+    storage_path: str = setting(
+        "",
+        "Checkpoint storage for Ray Train: local dir or s3://bucket/prefix (default: OUTPUT/ray).",
+    )
+    ray_address: str = setting(
+        "",
+        "Ray cluster: '' starts a local one; ray://… or auto to join; http://HOST:8265 submits a job.",
+    )
+
+    def check(self) -> None:
+        if self.ray_address != self.ray_address.strip() or " " in self.ray_address:
+            fail("dist.ray_address", "an address without spaces", self.ray_address)
