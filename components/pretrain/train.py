@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -26,10 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from kiln.components.common.config import Config
+from kiln.components.common.config import Config, ModelConfig
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import TokenLoader
-from kiln.components.pretrain.host_memory import retain_freed_memory
 from kiln.components.pretrain.model import Llama
 from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
 from kiln.components.pretrain.runtime import (
@@ -72,12 +72,14 @@ def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
     return local
 
 
-def resolve_model_shape(cfg: Config, tokens_dir: str | Path) -> None:
-    """Size the vocabulary from the tokenized data (padded for fast matmuls)."""
+def model_shape(cfg: ModelConfig, tokens_dir: str | Path) -> ModelConfig:
+    """The model to build: `cfg` with the vocabulary sized from the tokenized data (padded for
+    fast matmuls). A new ModelConfig: the run's config keeps what the user set."""
     manifest = read_manifest(tokens_dir)
     # Multiples of 64 keep large output matmuls fast; a tiny vocabulary only needs 8 (padding
     # 65 character ids to 128 would double the output layer for nothing).
-    cfg.model.vocab_size = _round_up(manifest.vocab_size, 64 if manifest.vocab_size >= 1024 else 8)
+    vocab = _round_up(manifest.vocab_size, 64 if manifest.vocab_size >= 1024 else 8)
+    return dataclasses.replace(cfg, vocab_size=vocab)
 
 
 def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Module:
@@ -114,10 +116,8 @@ class Trainer:
         self.cfg, self.runtime, self.tracker = cfg, runtime, tracker
         tokens_dir = self.tokens_dir = local_tokens(tokens_dir, runtime)
         self.device = runtime.device
-        if self.device.type == "cpu":
-            retain_freed_memory()  # no page faults on each step's fresh activations
         self.rank, self.world = runtime.rank, runtime.world_size
-        resolve_model_shape(cfg, tokens_dir)
+        self.model_cfg = model_shape(cfg.model, tokens_dir)
         t, d = cfg.train, cfg.data
         per_micro = t.micro_batch_size * d.seq_len * self.world
         if t.tokens_per_step and t.tokens_per_step % per_micro:
@@ -129,7 +129,7 @@ class Trainer:
         self.tokens_per_step = per_micro * self.accum
 
         torch.manual_seed(t.seed)
-        self.model = Llama(cfg.model)
+        self.model = Llama(self.model_cfg)
         self.model.init_weights(seed=t.seed)  # identical on every rank and device
         self.model.to(self.device)
         self.fwd = parallelize(self.model, cfg, self.device)
@@ -219,7 +219,9 @@ class Trainer:
 
     def save(self, metrics: dict[str, float]) -> None:
         model_state, optim_state = self.state()  # collective under FSDP: every rank calls it
-        trainer_state, config = self.trainer_state(), self.cfg.to_dict()
+        # The checkpoint records the model it holds (export rebuilds it from this config).
+        config = {**self.cfg.to_dict(), "model": dataclasses.asdict(self.model_cfg)}
+        trainer_state = self.trainer_state()
         tied = self.cfg.model.tie_embeddings
 
         log_file = Path(self.runtime.output_dir) / TRAIN_LOG
@@ -470,7 +472,7 @@ class Trainer:
         )
 
 
-def train(
+def pretrain(
     cfg: Config,
     tokens_dir: str | Path,
     output_dir: str | Path,

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from kiln.components.common.config import from_dict, validate
+from kiln.components.common.config import from_dict, with_changes
 from kiln.pipelines.commands.common import add_config_args, config_from_args
 
 log = logging.getLogger("kiln.cli")
@@ -59,27 +59,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.config_json:
-        cfg = from_dict(json.loads(args.config_json))
-    else:
-        cfg = config_from_args(args)
-    if args.workers is not None:
-        cfg.dist.workers = args.workers
+    cfg = from_dict(json.loads(args.config_json)) if args.config_json else config_from_args(args)
+    flags = {"dist.workers": args.workers, "dist.ray_address": args.ray_address}
+    flags = {key: value for key, value in flags.items() if value is not None and value != ""}
     if args.gpu:
-        cfg.dist.use_gpu = True
-    if args.ray_address:
-        cfg.dist.ray_address = args.ray_address
-    validate(cfg)
+        flags["dist.use_gpu"] = True
+    cfg = with_changes(cfg, flags)
     # --tokens may be s3://… (Ray workers download it, verified); keep it a string then.
     tokens = args.tokens if args.tokens.startswith("s3://") else Path(args.tokens)
     output = Path(args.output)
     if cfg.dist.ray_address.startswith(("http://", "https://")):
         from kiln.components.pretrain.ray_launch import submit_job
 
-        address, cfg.dist.ray_address = cfg.dist.ray_address, ""
+        # The job runs on the cluster it is submitted to, on a Ray Train worker (not in the
+        # job's driver) unless --workers says otherwise.
+        job = {"dist.ray_address": ""}
         if args.workers is None and cfg.dist.workers == 0:
-            cfg.dist.workers = 1  # on a cluster, train on a Ray Train worker, not in the job driver
-        job_id = submit_job(cfg, str(tokens), str(output), address, resume=args.resume)
+            job["dist.workers"] = 1
+        job_cfg, address = with_changes(cfg, job), cfg.dist.ray_address
+        job_id = submit_job(job_cfg, str(tokens), str(output), address, resume=args.resume)
         print(f"Ray job {job_id} succeeded; outputs in {output}")
         return 0
     output.mkdir(parents=True, exist_ok=True)
@@ -90,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         result = launch(cfg, tokens, output, resume=args.resume)
         final = copy_final_checkpoint(result, output)
     else:
-        from kiln.components.pretrain.train import train
+        from kiln.components.pretrain import pretrain
 
-        final = train(cfg, tokens, output, resume=args.resume).checkpoint
+        final = pretrain(cfg, tokens, output, resume=args.resume).checkpoint
     from kiln.components.pretrain.export import export_checkpoint
 
     tokenizer = _tokenizer_file(tokens, output)

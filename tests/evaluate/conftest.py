@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kiln.components.common.config import load_config
+from kiln.components.pretrain import pretrain
 from kiln.components.pretrain.export import export_checkpoint
-from kiln.components.pretrain.train import train
 
 # Tests are not a package: the pretrain tests' helpers are read from their file.
 make_tokens_dir = runpy.run_path(str(Path(__file__).parents[1] / "pretrain" / "conftest.py"))[
@@ -40,7 +40,7 @@ TINY = [
 def train_model(tokens_dir: Path, out: Path, steps: int) -> Path:
     """Train the tiny model for `steps` steps and export it; returns the HF model dir."""
     cfg = load_config("tiny", overrides=[*TINY, f"train.max_steps={steps}", "train.ckpt_every=10"])
-    result = train(cfg, tokens_dir, out)
+    result = pretrain(cfg, tokens_dir, out)
     return export_checkpoint(result.checkpoint, out / "model", tokens_dir / "tokenizer.json")
 
 

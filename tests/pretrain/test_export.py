@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from kiln.components.common.config import ModelConfig
+from kiln.components.pretrain import pretrain
 from kiln.components.pretrain.export import export_checkpoint, export_hf, import_hf
 from kiln.components.pretrain.model import Llama
-from kiln.components.pretrain.train import train
 
 transformers = pytest.importorskip("transformers")
 
@@ -68,7 +68,7 @@ def test_import_a_transformers_model_and_trained_checkpoint(tmp_path, tokens_dir
     with torch.no_grad():
         assert (ours(x) - hf(x).logits).abs().max().item() < 1e-4
     tiny_cfg.train.max_steps = 3
-    result = train(tiny_cfg, tokens_dir, tmp_path / "run")
+    result = pretrain(tiny_cfg, tokens_dir, tmp_path / "run")
     model_dir = export_checkpoint(
         result.checkpoint, tmp_path / "run/model", tokens_dir / "tokenizer.json"
     )

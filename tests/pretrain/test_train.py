@@ -7,9 +7,10 @@ from safetensors.torch import load_file
 
 from kiln.components.common.config import OptimConfig
 from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain import pretrain
 from kiln.components.pretrain.optim import guarded_step, lr_at
 from kiln.components.pretrain.runtime import NonFiniteError, Runtime, read_train_log
-from kiln.components.pretrain.train import Trainer, train
+from kiln.components.pretrain.train import Trainer
 
 
 def weights(ckpt_dir):
@@ -18,7 +19,7 @@ def weights(ckpt_dir):
 
 def test_loss_decreases_on_a_tiny_corpus(tokens_dir, tiny_cfg, tmp_path):
     tiny_cfg.train.max_steps = 60
-    result = train(tiny_cfg, tokens_dir, tmp_path)
+    result = pretrain(tiny_cfg, tokens_dir, tmp_path)
     first = sum(result.losses[s] for s in range(1, 6)) / 5
     last = sum(result.losses[s] for s in range(56, 61)) / 5
     assert last < first - 1.0, (first, last)
@@ -27,11 +28,11 @@ def test_loss_decreases_on_a_tiny_corpus(tokens_dir, tiny_cfg, tmp_path):
 
 
 def test_exact_resume_is_bit_identical(tokens_dir, tiny_cfg, tmp_path):
-    straight = train(tiny_cfg, tokens_dir, tmp_path / "straight")
+    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
     tiny_cfg.train.stop_after_steps = 10  # stop at the first checkpoint, as if interrupted ...
-    train(tiny_cfg, tokens_dir, tmp_path / "resumed")
+    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
     tiny_cfg.train.stop_after_steps = 0  # ... then continue from a fresh process state
-    resumed = train(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
+    resumed = pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
     assert resumed.losses.keys() == set(range(11, 21))
     assert read_train_log(tmp_path / "resumed") == straight.losses  # every step, bit for bit
     a = weights(tmp_path / "straight/checkpoints/step_20")
@@ -41,18 +42,18 @@ def test_exact_resume_is_bit_identical(tokens_dir, tiny_cfg, tmp_path):
 
 def test_existing_run_is_not_overwritten_without_resume(tokens_dir, tiny_cfg, tmp_path):
     tiny_cfg.train.max_steps = 10
-    train(tiny_cfg, tokens_dir, tmp_path)
+    pretrain(tiny_cfg, tokens_dir, tmp_path)
     with pytest.raises(ValueError, match="pass --resume"):
-        train(tiny_cfg, tokens_dir, tmp_path)
+        pretrain(tiny_cfg, tokens_dir, tmp_path)
 
 
 def test_gradient_accumulation_matches_a_bigger_batch(tokens_dir, tiny_cfg, tmp_path):
     tiny_cfg.train.max_steps = 5
     tiny_cfg.train.micro_batch_size = 8
-    big = train(tiny_cfg, tokens_dir, tmp_path / "big")
+    big = pretrain(tiny_cfg, tokens_dir, tmp_path / "big")
     tiny_cfg.train.micro_batch_size = 4
     tiny_cfg.train.tokens_per_step = 8 * tiny_cfg.data.seq_len
-    accum = train(tiny_cfg, tokens_dir, tmp_path / "accum")
+    accum = pretrain(tiny_cfg, tokens_dir, tmp_path / "accum")
     for step in big.losses:
         assert math.isclose(big.losses[step], accum.losses[step], rel_tol=1e-4)
 
@@ -62,7 +63,7 @@ def test_checkpoints_are_complete_pruned_and_loadable_without_pickle(
 ):
     tiny_cfg.train.ckpt_every = 4
     tiny_cfg.train.keep_checkpoints = 2
-    train(tiny_cfg, tokens_dir, tmp_path)
+    pretrain(tiny_cfg, tokens_dir, tmp_path)
     kept = ckpt.list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in kept] == ["step_16", "step_20"]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
