@@ -19,15 +19,12 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kiln.components.pretrain.host_cpu import descendants  # noqa: E402
+import psutil
 
 
 @dataclass
@@ -51,7 +48,11 @@ class Lane:
         )
 
     def signal(self, sig: int) -> None:
-        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+        try:
+            below = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            below = []
+        for pid in [self.proc.pid, *(p.pid for p in below)]:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

@@ -1,7 +1,7 @@
 """Talk to a Kubeflow Pipelines / OpenShift AI Data Science Pipelines API server (KFP v2 REST).
 
     client = connect("https://ds-pipeline-dspa-myproject.apps.example.com", token=None)
-    run = submit(client, SubmitRequest(corpus_uri="s3://corpus/raw/", preset="small"))
+    run = submit(client, SubmitRequest("s3://corpus/raw/", RunParams(preset="small")))
     print(run.run_id, run.link)
 
 Authentication: a bearer token (`--token`, else $KFP_TOKEN, else the token of the current
@@ -11,7 +11,6 @@ OpenShift AI the host is the DSP API route (`oc get route ds-pipeline-dspa -o js
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.components.common.config import RunParams
 from kiln.pipelines.pretrain import PIPELINE_NAME, PipelineOptions, compile_pipeline
 
 TOKEN_ENV = "KFP_TOKEN"
@@ -88,14 +88,7 @@ class SubmitRequest:
     """One run to create: pipeline parameters, where to file it, how to compile it."""
 
     corpus_uri: str
-    preset: str = "tiny"
-    overrides: list[str] = field(default_factory=list)
-    model_name: str = "kiln-llama"
-    s3_bucket: str = ""
-    mlflow_uri: str = ""
-    ray_address: str = ""
-    workers: int = 0
-    gpus_per_worker: int = 0
+    params: RunParams = field(default_factory=RunParams)
     baseline_model: str = ""
     experiment: str = "kiln"
     run_name: str = ""
@@ -106,14 +99,7 @@ class SubmitRequest:
         """The pipeline's run parameters."""
         return {
             "corpus_uri": self.corpus_uri,
-            "preset": self.preset,
-            "overrides": json.dumps(self.overrides),
-            "model_name": self.model_name,
-            "s3_bucket": self.s3_bucket,
-            "mlflow_uri": self.mlflow_uri,
-            "ray_address": self.ray_address,
-            "workers": self.workers,
-            "gpus_per_worker": self.gpus_per_worker,
+            **self.params.pipeline_arguments(),
             "baseline_model": self.baseline_model,
         }
 

@@ -1,4 +1,4 @@
-"""Container image references: the one place the pipeline, the RayJob and the docs get them from.
+"""Container image references: the one place the pipeline, the manifests and the docs get them from.
 
 Kiln ships two images, built by `make images` from `images/Containerfile.{cpu,gpu}`:
 
@@ -27,7 +27,7 @@ from importlib import metadata
 KINDS = ("cpu", "gpu")
 DEFAULT_REGISTRY = "quay.io/kiln"
 # The GPU image is built FROM rayproject/ray:<RAY_VERSION>-py<PYTHON_VERSION without dot>-gpu and the
-# RayCluster/RayJob `rayVersion` must match the client's Ray; tests check all three agree.
+# RayCluster `rayVersion` must match the client's Ray; tests check all three agree.
 RAY_VERSION = "2.60.0"
 PYTHON_VERSION = "3.11"
 

@@ -1,4 +1,4 @@
-"""Small Kubernetes helpers shared by the RayJob launcher and `kiln deploy`.
+"""Small Kubernetes helpers used by `kiln deploy` (InferenceServices).
 
 The `kubernetes` client is imported lazily, so rendering manifests (and every unit test that only
 renders) needs nothing but the standard library. Inside a pod the namespace and credentials come
@@ -15,9 +15,7 @@ from typing import Any
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Default names of what manifests/base creates; keep in step with it.
 DATA_CONNECTION_SECRET = "kiln-data-connection"
-WORKLOAD_SERVICE_ACCOUNT = "kiln-workload"
 MODEL_SERVER_SERVICE_ACCOUNT = "kiln-model-server"
-KUEUE_QUEUE = "kiln-queue"
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -1,131 +1,59 @@
 """Run the training loop under Ray Train, locally or on a cluster, or submit it as a Ray job.
 
-Three ways in, one training function (`train.Trainer`):
+Two ways in, one training function (`train.Trainer`):
 
     launch(cfg, tokens, out)                       # TorchTrainer, cfg.dist.workers workers (local Ray or
                                                    # the cluster in cfg.dist.ray_address / RAY_ADDRESS)
     submit_job(cfg, tokens, out, "http://head:8265")   # Ray Jobs API: runs `kiln train` on the cluster,
                                                    # streams its logs, raises if the job fails
 
-Scaling lives only in `ScalingConfig`. A dead worker restarts the group from the last reported
-checkpoint (`FailureConfig.max_failures`); a re-run with the same output resumes the same run.
-This is the only module of the stage that imports Ray.
+Stock Ray Train through its public API: scaling lives only in `ScalingConfig`. A dead worker
+restarts the group from the last reported checkpoint (`FailureConfig.max_failures`); a re-run with
+the same output resumes the same run. A submitted job's runtime_env carries only the non-secret
+settings in `JOB_ENV`: the cluster's pods have the credentials. This is the only module of the
+stage that imports Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import ray
 import ray.train
 import ray.train.torch
-import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-try:  # Ray Train v2 internals (Ray is pinned to 2.60.*); without them LocalClusterTrainer is stock
-    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    from ray.train.v2._internal.callbacks.placement_group_callback import (
-        PlacementGroupCleanerCallback,
-    )
-    from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
-except ImportError:  # pragma: no cover - a Ray that moved them
-    DatasetsCallback = PlacementGroupCleanerCallback = FixedScalingPolicy = None
-
 from kiln.components.common.config import Config, from_dict
 from kiln.components.pretrain import checkpoint as ckpt
-from kiln.components.pretrain import host_cpu
 from kiln.components.pretrain.runtime import Runtime
 from kiln.components.pretrain.train import Trainer, local_param_count
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"
-# Ray timers a cluster on one machine can run slower or without: fewer wakeups that take a core
-# from training (host_cpu). The raylet's timers matter most: it keeps normal priority (it starts
-# the workers). Ray's defaults: 10 s, 100 ms, 1 s, 250 ms, on; raylet 100, 100, 100, 200, 250 ms.
-QUIET_LOCAL_CLUSTER = {
-    "metrics_report_interval_ms": 60_000,
-    "raylet_report_resources_period_milliseconds": 1_000,
-    "task_events_report_interval_ms": 10_000,
-    "io_context_event_loop_lag_collection_interval_ms": -1,
-    "event_stats": False,
-    "raylet_check_gc_period_milliseconds": 1_000,  # memory-pressure GC requests to workers
-    "object_manager_timer_freq_ms": 1_000,  # object transfers: none between nodes on one machine
-    "local_fs_monitor_interval_ms": 1_000,  # disk-full check for spilling
-    "kill_idle_workers_interval_ms": 1_000,  # reaping idle pooled workers
-    "memory_monitor_refresh_ms": 1_000,  # the OOM killer looks once a second
-    "gcs_pull_resource_loads_period_milliseconds": 5_000,  # queued work, for the autoscaler
-}
-# The same for Ray's Python daemons, read from their environment (inherited from this process).
-QUIET_LOCAL_DAEMONS = {
-    # The log monitor lists the session's log files with a glob on every 0.1 s pass when there
-    # are fewer than this many; with 0, only every LOG_NAME_UPDATE_INTERVAL_S (its default).
-    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
-    # The autoscaler's monitor refreshes cluster status every 5 s; a fixed local cluster has
-    # nothing to scale (`ray status` may lag by this much).
-    "AUTOSCALER_UPDATE_INTERVAL_S": "30",
-    # The dashboard agent's reporter reads every worker's process stats (psutil) every 5 s for a
-    # dashboard that a cluster Kiln starts does not run (include_dashboard=False).
-    "REPORTER_UPDATE_INTERVAL_MS": "60000",
-    # The dashboard process (Ray starts a minimal one even then) records its own CPU and memory
-    # every 5 s, reading /proc/<pid>/smaps.
-    "METRICS_RECORD_INTERVAL_S": "60",
-}
-
-
-if FixedScalingPolicy is not None:
-
-    class FixedLocalScaling(FixedScalingPolicy):
-        """Ray Train's fixed-size scaling without resource requests to the cluster autoscaler:
-        a cluster this process started has none, and the `_AutoscalingCoordinatorActor` that
-        would relay them is one more process waking on a training core."""
-
-        def after_controller_start(self, train_run_context) -> None:
-            pass
-
-        def _maybe_send_resource_request(self) -> None:
-            pass
-
-else:  # pragma: no cover - a Ray that moved it
-    FixedLocalScaling = None
-
-
-class LocalClusterTrainer(TorchTrainer):
-    """A TorchTrainer for a Ray cluster this process started, which ends when it does.
-
-    It leaves out three of Ray Train's helper actors, each a process whose core worker wakes
-    ~70 times/s and takes ~4 ms/s of CPU from the training threads (host_cpu): the
-    PlacementGroupCleaner, which frees the run's placement group if the Train controller dies
-    (here the cluster goes with the driver); when no Ray Datasets are given (Kiln reads its own
-    token shards), the DatasetManager; and the autoscaling coordinator (`FixedLocalScaling`).
-    Ray's "Failed to stop PlacementGroupCleaner gracefully" at the end of a run goes too.
-    """
-
-    def _create_default_callbacks(self):
-        unneeded = [PlacementGroupCleanerCallback]
-        if not self.datasets:
-            unneeded.append(DatasetsCallback)
-        unneeded = tuple(c for c in unneeded if c is not None)
-        return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
-
-    def _initialize_and_run_controller(self, **controller_init_kwargs):
-        policy = controller_init_kwargs.get("scaling_policy")
-        if FixedLocalScaling is not None and type(policy) is FixedScalingPolicy:
-            controller_init_kwargs["scaling_policy"] = FixedLocalScaling(self.scaling_config)
-        return super()._initialize_and_run_controller(**controller_init_kwargs)
+# The only settings a Ray job gets from the submitter's environment; none is secret. Credentials
+# reach the Ray pods from the data-connection Secret (manifests/base/raycluster.yaml), never
+# through the job's runtime_env, which the dashboard shows to anyone who can list jobs.
+JOB_ENV = (
+    "AWS_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_S3_BUCKET",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_URI",
+    "KILN_S3_LOCAL_ROOT",
+)
 
 
 class RayRuntime(Runtime):
@@ -168,44 +96,18 @@ def train_loop_per_worker(config: dict) -> None:
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    # On a cluster the driver started for this run, Ray's own processes yield the cores (host_cpu).
-    local_cluster = config.get("local_cluster", False)
-    if local_cluster:
-        # Its processes run with a long timer slack; training must not. Before any torch work,
-        # so the OpenMP threads this thread starts inherit the normal slack too.
-        host_cpu.set_timer_slack(host_cpu.DEFAULT_TIMER_SLACK_NS)
-        if runtime.world_size == 1 and torch.distributed.is_initialized():
-            # One worker has no collectives; its gloo group's loop would only tick.
-            torch.distributed.destroy_process_group()
     trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
-    if local_cluster:
-        host_cpu.idle_own_control_threads(runtime.world_size)
-    # Where each worker landed and what it holds: for debugging placement and for the tests.
-    record = Path(config["output_dir"]) / "workers" / f"rank_{runtime.rank}.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    where = {
-        "rank": runtime.rank,
-        "node_ip": ray.util.get_node_ip_address(),
-        "node_id": ctx.get_node_id() if hasattr(ctx, "get_node_id") else "",
-        "pid": os.getpid(),
-        "device": str(runtime.device),
-        "torch_threads": torch.get_num_threads(),
-        "timer_slack_ns": host_cpu.timer_slack(),
-        "strategy": trainer.cfg.dist.strategy if runtime.world_size > 1 else "none",
-        "local_params": local_param_count(trainer.model),
-    }
-    record.write_text(json.dumps(where))
+    # Where each worker landed and what it holds: for debugging placement and sharding.
     log.info(
-        "worker rank %d on node %s (pid %d, %s)",
+        "worker rank %d on node %s (pid %d, %s, %s, %d local parameters)",
         runtime.rank,
-        where["node_ip"],
-        where["pid"],
-        where["device"],
+        ray.util.get_node_ip_address(),
+        os.getpid(),
+        runtime.device,
+        trainer.cfg.dist.strategy if runtime.world_size > 1 else "single",
+        local_param_count(trainer.model),
     )
     trainer.fit()
-    # The local cluster's control plane runs at idle priority (host_cpu); training never may.
-    where["training_thread_idle"] = host_cpu.is_idle(threading.get_native_id())
-    record.write_text(json.dumps(where))
 
 
 @dataclass
@@ -234,34 +136,23 @@ def _storage(path: str) -> tuple[str, object | None]:
     return path.removeprefix("s3://"), fs
 
 
-def ensure_ray(address: str = "") -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local one bound to loopback."""
+def ensure_ray(address: str = "") -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a private local one.
+
+    Returns:
+        Whether this call started the cluster (so it runs on this machine, for this process).
+    """
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS", "")
     if address and address != "local":
         ray.init(address=address, log_to_driver=True)
-        return
+        return False
     if sys.platform == "linux":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local workers talk over loopback
-    # Ray runs workers at nice 15 by default; on a local machine training *is* the work, and a
-    # de-prioritised worker loses its cores to every other process (-18% tokens/s measured here).
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    # A one-machine cluster needs no preemption watcher (read by the Train controller, so set
-    # before Ray starts its processes, which inherit this environment).
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    for name, value in QUIET_LOCAL_DAEMONS.items():
-        os.environ.setdefault(name, value)
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
-    # Its processes get a long timer slack and fewer timers (host_cpu's docstring says why).
-    with host_cpu.slack_for_children():
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-            _system_config=QUIET_LOCAL_CLUSTER,
-        )
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    return True
 
 
 def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:
@@ -292,20 +183,18 @@ def launch(
     tokens = (
         str(tokens_dir) if str(tokens_dir).startswith("s3://") else str(Path(tokens_dir).resolve())
     )
-    ensure_ray(cfg.dist.ray_address)
-    own_cluster = host_cpu.owns_ray_cluster()  # started by this process, so local to it
+    own_cluster = ensure_ray(cfg.dist.ray_address)
     env = (
         {"GLOO_SOCKET_IFNAME": os.environ["GLOO_SOCKET_IFNAME"]}
         if "GLOO_SOCKET_IFNAME" in os.environ
         else {}
     )
-    trainer = (LocalClusterTrainer if own_cluster else TorchTrainer)(
+    trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.to_dict(),
             "tokens_dir": tokens,
             "output_dir": str(output_dir),
-            "local_cluster": own_cluster,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -325,8 +214,7 @@ def launch(
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
-    with host_cpu.idle_control_plane() if own_cluster else contextlib.nullcontext():
-        result = trainer.fit()
+    result = trainer.fit()
     if result.error:
         raise result.error
     return LaunchResult(
@@ -402,6 +290,17 @@ def run_exists(storage_path: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- Jobs API
+def job_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The `JOB_ENV` settings set in `environ` (default os.environ), for a job's runtime_env.
+
+    A URL with user info (`https://user:pass@host`) is left out: it may carry a credential.
+    """
+    environ = os.environ if environ is None else environ
+    return {
+        k: environ[k] for k in JOB_ENV if environ.get(k) and "@" not in urlsplit(environ[k]).netloc
+    }
+
+
 def submit_job(
     cfg: Config,
     tokens_dir: str,
@@ -430,11 +329,7 @@ def submit_job(
         cfg.to_json(),
     ]
     args += ["--workers", str(cfg.dist.workers)] + (["--resume"] if resume else [])
-    forwarded = {
-        k: v
-        for k, v in os.environ.items()
-        if k.startswith(("AWS_", "MLFLOW_TRACKING_URI", "KILN_"))
-    }
+    forwarded = job_env()
     runtime_env = {"env_vars": forwarded} if forwarded else None
     for attempt in range(30):  # a freshly started head answers before its job agent is up
         try:

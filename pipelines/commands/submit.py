@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kiln.components.common.config import PRESETS
+from kiln.components.common.config import RunParams
 from kiln.pipelines.commands.compile import add_pipeline_options, options_from_args
 
 
@@ -55,42 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--experiment", default="kiln", help="experiment to file the run under (default: kiln)"
     )
     p.add_argument("--run-name", default="", help="run name (default: kiln-pretrain-<time>)")
-    p.add_argument(
-        "--preset", choices=sorted(PRESETS), default="tiny", help="named config (default: tiny)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override passed to the run, e.g. --set train.max_steps=2000 (repeatable)",
-    )
-    p.add_argument("--model-name", default="kiln-llama", help="registered model name")
-    p.add_argument(
-        "--s3-bucket",
-        default="",
-        help="bucket for artifacts (default: the data connection's AWS_S3_BUCKET)",
-    )
-    p.add_argument(
-        "--mlflow-uri",
-        default="",
-        metavar="URI",
-        help="MLflow tracking URI as seen from the cluster, e.g. http://kiln-mlflow:5000",
-    )
-    p.add_argument(
-        "--ray-address",
-        default="",
-        metavar="URL",
-        help="Ray cluster for training: http://HEAD:8265 submits a Ray job ('' = in the step's pod)",
-    )
-    p.add_argument("--workers", type=int, default=0, help="Ray Train workers (0 = plain process)")
-    p.add_argument(
-        "--gpus-per-worker",
-        type=int,
-        default=0,
-        help="GPUs per worker; also the training step's GPU request (0 = CPU)",
-    )
+    RunParams.add_arguments(p)
     p.add_argument(
         "--baseline", default="", help="model to compare with, e.g. models:/kiln-llama@champion"
     )
@@ -110,14 +75,7 @@ def run(args: argparse.Namespace) -> int:
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     req = SubmitRequest(
         corpus_uri=args.data,
-        preset=args.preset,
-        overrides=args.overrides,
-        model_name=args.model_name,
-        s3_bucket=args.s3_bucket,
-        mlflow_uri=args.mlflow_uri,
-        ray_address=args.ray_address,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
+        params=RunParams.from_args(args),
         baseline_model=args.baseline,
         experiment=args.experiment,
         run_name=args.run_name,

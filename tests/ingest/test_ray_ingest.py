@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from kiln.components.common.config import IngestConfig  # noqa: E402
-from kiln.components.ingest import run_ingest  # noqa: E402
+from kiln.components.ingest import ingest  # noqa: E402
 
 pytestmark = pytest.mark.ray
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -21,17 +21,16 @@ def test_ray_ingest_matches_local(tmp_path, make_prose):
         docs = [make_prose(f * 10 + i) for i in range(8)] + [make_prose(i) for i in range(2)]
         lines = [json.dumps({"id": f"{f}-{i}", "text": t}) for i, t in enumerate(docs)]
         (d / f"{f}.jsonl").write_text("\n".join(lines + ["{bad"]) + "\n")
-    local = run_ingest([str(d)], tmp_path / "local", IngestConfig(workers=1, val_fraction=0.2))
+    local = ingest([str(d)], tmp_path / "local", IngestConfig(workers=1, val_fraction=0.2))
     ray.init(
         address="local",  # a private cluster, even if another one runs on this machine
         num_cpus=2,
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",
         log_to_driver=False,
     )
     try:
         cfg = IngestConfig(val_fraction=0.2, ray_address="local")
-        remote = run_ingest([str(d)], tmp_path / "ray", cfg)
+        remote = ingest([str(d)], tmp_path / "ray", cfg)
     finally:
         ray.shutdown()
     assert remote.duplicates_exact == local.duplicates_exact == 10

@@ -2,20 +2,46 @@
 token shards and outputs staged on a "shared volume" (KILN_SHARED_DIR), the result copied back.
 
 The head is `ray start --head --block` on 127.0.0.1 (fixture `ray_head` in tests/conftest.py),
-stopped by signalling its own process session, so no other Ray on the machine is touched.
+stopped by signalling its own process session, so no other Ray on the machine is touched. It
+starts after the secret canary (and S3 credentials) are set, so it inherits them, as Ray pods get
+the data-connection Secret; the submitted jobs must carry no secret in their stored info.
 """
 
+import json
 import os
+import urllib.request
 
 import pytest
 
 from kiln.components.common.config import load_config
+from kiln.components.pretrain.ray_launch import JOB_ENV
 from kiln.components.pretrain.runtime import read_train_log
 from kiln.components.pretrain.step import pretrain_step
-from kiln.components.tokenization.pipeline import run_tokenize
+from kiln.components.tokenization import tokenize
 from kiln.pipelines.corpus import help_topics
 
 pytestmark = pytest.mark.ray
+
+
+def assert_jobs_carry_no_secret(head: str, canary) -> None:
+    """Every job on the head: its stored info (runtime_env, metadata, all of it) and the
+    dashboard's job list (client and HTTP) never contain the canary; only JOB_ENV is passed."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(head)
+    jobs = client.list_jobs()
+    assert jobs, "no job was submitted"
+    canary.assert_absent(repr(jobs), "JobSubmissionClient.list_jobs()")
+    for job in jobs:
+        info = client.get_job_info(job.submission_id)
+        canary.assert_absent(repr(info), f"get_job_info({job.submission_id})")
+        canary.assert_absent(json.dumps(info.runtime_env or {}), "the job's runtime_env")
+        canary.assert_absent(json.dumps(info.metadata or {}), "the job's metadata")
+        assert set((info.runtime_env or {}).get("env_vars", {})) <= set(JOB_ENV)
+    with urllib.request.urlopen(f"{head}/api/jobs/", timeout=30) as reply:
+        listed = reply.read().decode()
+    assert "kiln train" in listed  # the list the dashboard shows holds the jobs checked above
+    canary.assert_absent(listed, "the dashboard's job list (GET /api/jobs/)")
 
 
 @pytest.fixture
@@ -23,11 +49,13 @@ def tokens(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(t for _, t in help_topics()))
     cfg = load_config("tiny", overrides=["tokenizer.vocab_size=512", "tokenizer.workers=1"])
-    run_tokenize(text, tmp_path / "tokens", cfg.tokenizer)
+    tokenize(text, tmp_path / "tokens", cfg.tokenizer)
     return tmp_path / "tokens"
 
 
-def test_ray_address_submits_a_job_through_the_shared_dir(ray_head, tokens, tmp_path, monkeypatch):
+def test_ray_address_submits_a_job_through_the_shared_dir(
+    secret_canary, ray_head, tokens, tmp_path, monkeypatch
+):
     shared = tmp_path / "shared"
     monkeypatch.setenv("KILN_SHARED_DIR", str(shared))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -49,13 +77,15 @@ def test_ray_address_submits_a_job_through_the_shared_dir(ray_head, tokens, tmp_
     assert (job_out / "model" / "model.safetensors").exists()  # written by the job on the head
     assert summary["steps"] == 4
     assert (out / "model" / "model.safetensors").exists()  # copied back and exported
+    assert_jobs_carry_no_secret(ray_head, secret_canary)
 
 
 def test_ray_job_reads_shards_from_s3_writes_checkpoints_to_s3_and_resumes(
-    ray_head, tokens, tmp_path, monkeypatch, s3_server
+    secret_canary, s3_server, ray_head, tokens, tmp_path, monkeypatch
 ):
     """With real S3 and no shared volume: shards go up to S3 (verified), the job's workers read
-    them from S3 and checkpoint to S3, and a re-run of the step resumes from that checkpoint."""
+    them from S3 and checkpoint to S3, and a re-run of the step resumes from that checkpoint.
+    The S3 secret (the canary) reaches the job from the head's environment, never from the job."""
     from kiln.components.common import storage
 
     monkeypatch.delenv("KILN_SHARED_DIR", raising=False)
@@ -90,3 +120,4 @@ def test_ray_job_reads_shards_from_s3_writes_checkpoints_to_s3_and_resumes(
         k.endswith("step_4/model.safetensors") for k in storage.list_files(f"{prefix}/ray/train")
     )
     assert (second / "model" / "model.safetensors").exists()
+    assert_jobs_carry_no_secret(ray_head, secret_canary)

@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import jsonschema
 import pytest
@@ -110,12 +110,10 @@ def validate_crd(crd_schemas):
 
 
 class FakeKube:
-    """State of a minimal Kubernetes API server: custom objects, one submitter pod and its log."""
+    """State of a minimal Kubernetes API server for custom objects."""
 
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}  # "plural/ns/name" -> object
-        self.statuses: list[dict[str, Any]] = []  # RayJob status returned by successive GETs
-        self.log_chunks: list[str] = []  # submitter log grows by one chunk per log read
         self.deleted: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.rejected: list[str] = []  # validation errors answered with 422
@@ -126,7 +124,6 @@ class FakeKube:
 _PATH = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<ver>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/]+))?$"
 )
-_POD = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<name>[^/]+)/log)?$")
 
 
 def _handler(state: FakeKube):
@@ -134,10 +131,10 @@ def _handler(state: FakeKube):
         def log_message(self, *a):  # keep pytest output clean
             pass
 
-        def _send(self, code: int, body: Any, text: bool = False) -> None:
-            data = body.encode() if text else json.dumps(body).encode()
+        def _send(self, code: int, body: Any) -> None:
+            data = json.dumps(body).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -198,37 +195,11 @@ def _handler(state: FakeKube):
 
         def do_GET(self):
             state.requests.append(("GET", self.path))
-            url = urlparse(self.path)
-            pod = _POD.match(url.path)
-            if pod and pod["name"]:
-                text = "".join(state.log_chunks[:1]) if state.log_chunks else ""
-                if len(state.log_chunks) > 1:  # the log grows between reads
-                    state.log_chunks[:2] = [state.log_chunks[0] + state.log_chunks[1]]
-                return self._send(200, text, text=True)
-            if pod:
-                selector = parse_qs(url.query).get("labelSelector", [""])[0]
-                items = [
-                    {
-                        "metadata": {
-                            "name": "submitter-1",
-                            "namespace": pod["ns"],
-                            "labels": dict([selector.split("=")]) if selector else {},
-                        }
-                    }
-                ]
-                return self._send(
-                    200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
-                )
-            m = _PATH.match(url.path)
+            m = _PATH.match(urlparse(self.path).path)
             key = f"{m['plural']}/{m['ns']}/{m['name']}"
             if key not in state.objects:
                 return self._status(404, "NotFound")
-            obj = dict(state.objects[key])
-            if m["plural"] == "rayjobs" and state.statuses:
-                obj["status"] = (
-                    state.statuses.pop(0) if len(state.statuses) > 1 else state.statuses[0]
-                )
-            self._send(200, obj)
+            self._send(200, dict(state.objects[key]))
 
         def do_DELETE(self):
             state.requests.append(("DELETE", self.path))
@@ -244,7 +215,7 @@ def _handler(state: FakeKube):
 
 @pytest.fixture
 def fake_kube():
-    """A fake Kubernetes API on 127.0.0.1 (custom objects, pods, pod logs), stopped afterwards."""
+    """A fake Kubernetes API on 127.0.0.1 (custom objects), stopped afterwards."""
     state = FakeKube()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(
