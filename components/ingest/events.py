@@ -29,12 +29,15 @@ class FileTask(NamedTuple):
 
 @dataclass
 class FileCounters:
-    """Per-file counts the events do not carry: bytes read and repairs made to kept text."""
+    """Per-file facts the events do not carry: bytes read, repairs made to kept text, the text
+    encoding found, and why the file was skipped when it could not be opened at all."""
 
     bytes_in: int = 0
     bad_utf8_replaced: int = 0
     control_chars_removed: int = 0
     pii: dict[str, int] = field(default_factory=dict)
+    encoding: str = ""  # of a text format: utf-8, or utf-16-le/-be, utf-32-le/-be (BOM)
+    skipped: str = ""  # e.g. "unreadable: permission denied"; the file then has no events
 
     def repaired(self) -> dict[str, int]:
         """The non-zero repair counts, by the names `Stats.repaired` uses."""

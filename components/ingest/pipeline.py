@@ -6,8 +6,10 @@
 Workers (`cfg.workers` processes) read and process one input file each (steps.py); the parent
 replays their results in input order — so output and dedup decisions do not depend on
 scheduling — and does global exact + near dedup, per-source sampling, the split, and writing.
-Output: `train/*.parquet`, `val/*.parquet` ({id, text, source}), `stats.json`, `rejects.jsonl`
-(one line per dropped record with file, line and reason).
+Output: `train/*.parquet`, `val/*.parquet` ({id, text, source}), `stats.json` (every file found,
+read or skipped with a reason; every record counted), `rejects.jsonl` (one line per dropped
+record with file, line and reason). Train and val are never empty: fewer than two kept
+documents is an error that says why.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import json
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from kiln.components.common.config import IngestConfig
 from kiln.components.common.parallel import OrderedPool
@@ -26,8 +30,9 @@ from kiln.components.common.progress import Progress
 from kiln.components.ingest import readers, steps
 from kiln.components.ingest.dedup import Deduper
 from kiln.components.ingest.events import Dropped, FileResult, FileTask, Kept, Unreadable
+from kiln.components.ingest.readers import Skipped
 from kiln.components.ingest.stats import Stats
-from kiln.components.ingest.writer import ShardWriter, copies, split_of
+from kiln.components.ingest.writer import SplitWriter, copies
 
 
 def _validate(cfg: IngestConfig) -> None:
@@ -44,21 +49,39 @@ def _validate(cfg: IngestConfig) -> None:
         raise ValueError(f"ingest.source_weights: weights must be numbers >= 0, got {bad}")
 
 
-def plan(inputs: list[str]) -> list[tuple[str, str]]:
-    """(source, file) for every input argument, in argument then name order."""
+class Plan(NamedTuple):
+    """(source, file) to read, and (source, Skipped) found but not read, in argument order."""
+
+    files: list[tuple[str, str]]
+    skipped: list[tuple[str, Skipped]]
+
+
+def plan(inputs: list[str]) -> Plan:
+    """The files of every input argument, in argument then name order, and those skipped;
+    each path once."""
     if not inputs:
         raise ValueError("ingest: no --input given")
-    tasks = []
+    files, skipped, seen = [], [], set()
     for arg in inputs:
         source, target = readers.split_source(arg)
-        files = readers.expand(target)
-        if not files:
-            raise ValueError(
-                f"ingest: --input {arg} matched no input files (expected files, directories or globs "
-                "of .txt .md .jsonl .json .parquet, optionally .gz/.zst; or s3://, hf://)"
+        found = readers.scan(target)
+        if not found.files:
+            why = Counter(s.reason for s in found.skipped)
+            seen = (
+                f"; found {len(found.skipped)} that cannot be read: "
+                + ", ".join(f"{r} ({n})" for r, n in why.most_common())
+                if found.skipped
+                else ""
             )
-        tasks += [(source, f) for f in files]
-    return tasks
+            raise ValueError(
+                f"ingest: --input {arg} matched no input files{seen} (expected files, directories "
+                "or globs of .txt .md .jsonl .json .parquet, optionally .gz/.zst; or s3://, hf://)"
+            )
+        # A file named by two inputs is read once, under the first (a second read is all dups).
+        files += [(source, f) for f in found.files if f not in seen]
+        skipped += [(source, s) for s in found.skipped if s.path not in seen]
+        seen.update(found.files, (s.path for s in found.skipped))
+    return Plan(files, skipped)
 
 
 def _results(tasks: list[FileTask], cfg: IngestConfig) -> Iterator[FileResult]:
@@ -86,14 +109,16 @@ def ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = Non
     """
     cfg = cfg or IngestConfig()
     _validate(cfg)
-    files = plan(inputs)
+    files, skipped = plan(inputs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     for old in ("train", "val"):
         shutil.rmtree(out / old, ignore_errors=True)
     (out / "stats.json").unlink(missing_ok=True)  # stats.json last: its presence means complete
-    stats = Stats(files=len(files), config=dataclasses.asdict(cfg))
-    writers = {s: ShardWriter(out / s, cfg.shard_bytes) for s in ("train", "val")}
+    stats = Stats(config=dataclasses.asdict(cfg))
+    for source, skip in skipped:
+        stats.skip_file(skip.path, source, skip.reason)
+    splits = SplitWriter(out, cfg.shard_bytes, cfg.val_fraction, cfg.split_seed)
     dedup = Deduper(cfg.dedup)
     progress = Progress("ingest", unit="docs")
     t0 = time.time()
@@ -114,51 +139,91 @@ def ingest(inputs: list[str], output: str | Path, cfg: IngestConfig | None = Non
         for task, result in zip(tasks, _results(tasks, cfg), strict=True):
             before = stats.documents_in
             src = stats.source(task.source, cfg.source_weights.get(task.source, 1.0))
+            entry = stats.read_file(task.path, task.source)
+            tally = _Tally((src, entry))
             for ev in steps.replay(result.spill):
                 stats.documents_in += 1
-                src["in"] += 1
+                tally("in")
                 if isinstance(ev, Unreadable):
-                    src["unreadable"] += 1
+                    tally("unreadable")
                     stats.bump(stats.unreadable, ev.kind)
                     stats.example(
                         ev.kind, cfg.rejects_examples, file=ev.file, line=ev.line, detail=ev.detail
                     )
                     reject(ev.kind, ev.file, ev.line, ev.detail)
                 elif isinstance(ev, Dropped):
-                    src["filtered"] += 1
+                    tally("filtered")
                     stats.bump(stats.filtered, ev.reason)
                     stats.example(
                         ev.reason, cfg.rejects_examples, file=ev.file, line=ev.line, text=ev.head
                     )
                     reject(ev.reason, ev.file, ev.line, ev.doc_id)
                 else:
-                    _write_doc(ev, cfg, stats, src, dedup, writers, reject)
+                    _write_doc(ev, cfg, stats, tally, src["weight"], dedup, splits, reject)
             counters = result.counters
+            if counters.skipped:
+                stats.skip_file(task.path, task.source, counters.skipped)
+            elif counters.encoding not in ("", "utf-8"):
+                entry["encoding"] = counters.encoding
             for k, v in counters.pii.items():
                 stats.bump(stats.pii_redacted, k, v)
             for k, v in counters.repaired().items():
                 stats.bump(stats.repaired, k, v)
             stats.bytes_in += counters.bytes_in
-            src["bytes_in"] += counters.bytes_in
+            tally("bytes_in", counters.bytes_in)
             progress.update(counters.bytes_in, stats.documents_in - before)
     progress.close()
-    for name, w in writers.items():
-        w.close()
-        stats.splits[name] = {"docs": w.docs, "bytes": w.bytes, "shards": len(w.files)}
-        stats.bytes_out += w.bytes
+    stats.splits = splits.close()
+    stats.bytes_out = sum(s["bytes"] for s in stats.splits.values())
     stats.seconds = round(time.time() - t0, 3)
     stats.check()
-    stats.save(out / "stats.json")
     print(stats.summary())
+    _check_splits(stats, cfg, out)
+    stats.save(out / "stats.json")
     return stats
 
 
+class _Tally:
+    """Adds to the same counter of several tables at once (a source's and a file's)."""
+
+    def __init__(self, tables: tuple[dict, ...]):
+        self.tables = tables
+
+    def __call__(self, key: str, n: int = 1) -> None:
+        for table in self.tables:
+            table[key] += n
+
+
+def _check_splits(stats: Stats, cfg: IngestConfig, out: Path) -> None:
+    """Refuse a dataset that later stages cannot use: no documents, or an empty split."""
+    empty = [name for name, s in stats.splits.items() if not s["docs"]]
+    if stats.kept and (cfg.val_fraction == 0 or not empty):
+        return
+    need = "at least 1" if cfg.val_fraction == 0 else "at least 2 (one for train, one for val)"
+    raise ValueError(
+        f"ingest: {stats.kept} document(s) kept of {stats.documents_in:,} read "
+        f"({sum(stats.filtered.values()):,} filtered, "
+        f"{stats.duplicates_exact + stats.duplicates_near:,} duplicates, "
+        f"{sum(stats.unreadable.values()):,} unreadable; "
+        f"{sum(stats.skipped_files.values()):,} files skipped); ingest.val_fraction="
+        f"{cfg.val_fraction} needs {need}. Add input documents, or see {out / 'rejects.jsonl'} "
+        "and the summary above for why documents were dropped"
+    )
+
+
 def _write_doc(
-    doc: Kept, cfg: IngestConfig, stats: Stats, src: dict, dedup: Deduper, writers, reject
+    doc: Kept,
+    cfg: IngestConfig,
+    stats: Stats,
+    tally: _Tally,
+    weight: float,
+    dedup: Deduper,
+    splits: SplitWriter,
+    reject,
 ) -> None:
     dup = dedup.check(doc.exact_key, doc.signature, doc.band_keys or [])
     if dup:
-        src["duplicates"] += 1
+        tally("duplicates")
         if dup == "exact":
             stats.duplicates_exact += 1
         else:
@@ -172,16 +237,14 @@ def _write_doc(
         )
         reject(f"duplicate_{dup}", doc.file, doc.line, doc.doc_id)
         return
-    n = copies(doc.doc_id, src["weight"])
+    n = copies(doc.doc_id, weight)
     if n == 0:
-        src["filtered"] += 1
+        tally("filtered")
         stats.bump(stats.filtered, "downsampled")
         reject("downsampled", doc.file, doc.line, doc.doc_id)
         return
     stats.kept += 1
-    src["kept"] += 1
-    split = split_of(doc.doc_id, cfg.val_fraction, cfg.split_seed)
-    for i in range(n):
-        writers[split].add(doc.doc_id if i == 0 else f"{doc.doc_id}#{i}", doc.text, doc.source)
-    src["out"] += n
+    tally("kept")
+    splits.add(doc.doc_id, doc.text, doc.source, n)
+    tally("out", n)
     stats.documents_out += n

@@ -4,7 +4,12 @@ Inputs: local files, directories (recursive), globs, `s3://bucket/prefix`, and `
 [:config][@split]` (Hugging Face datasets, streaming). `NAME=INPUT` names the source (used by
 `ingest.source_weights`); otherwise the source is the input's base name. Formats by suffix, each
 optionally `.gz`/`.zst`: `.txt`/`.md` (one document per file), `.jsonl`/`.ndjson` (one per line),
-`.json` (an array of records or one record), `.parquet` (one per row).
+`.json` (an array of records or one record), `.parquet` (one per row). Text formats are UTF-8,
+or UTF-16/UTF-32 with a byte-order mark (encoding.py).
+
+`scan` lists every file an input names, and says why each one it will not read is skipped
+(`unsupported extension .bz2`, `no extension`, `broken symlink`, `symlink loop`, ...): the
+skipped files appear in stats.json too, so nothing found under an input goes unaccounted.
 """
 
 from __future__ import annotations
@@ -13,11 +18,20 @@ import glob
 import io
 import json
 import os
+import stat
 from collections.abc import Iterator
-from pathlib import Path
+from typing import NamedTuple
 
 from kiln.components.ingest.document import Document, Problem, ReadError
-from kiln.components.ingest.streams import compression, iter_chunks, iter_lines, read_bounded
+from kiln.components.ingest.encoding import TextStream
+from kiln.components.ingest.streams import (
+    CANNOT_OPEN,
+    compression,
+    iter_chunks,
+    iter_lines,
+    os_reason,
+    read_bounded,
+)
 
 TEXT, JSONL, JSON, PARQUET = "text", "jsonl", "json", "parquet"
 FORMATS = {".txt": TEXT, ".md": TEXT, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON}
@@ -42,25 +56,89 @@ def split_source(arg: str) -> tuple[str, str]:
     return base.split(".")[0] or base, arg
 
 
-def expand(arg: str) -> list[str]:
-    """Files named by one input argument, sorted; hf:// inputs are returned as they are."""
+def unsupported(path: str) -> str | None:
+    """Why a file name is not a supported format (`unsupported extension .bz2`), or None."""
+    if file_format(path):
+        return None
+    name = os.path.basename(path.rstrip("/")).lower()
+    comp = compression(name)
+    inner = os.path.splitext(name[: name.rfind(".")] if comp else name)[1]
+    if not inner and not comp:
+        return "no extension"
+    return f"unsupported extension {inner}{'.' + comp if comp else ''}"
+
+
+def skip_reason(path: str) -> str | None:
+    """Why a local file found under an input is not read, or None when it is read."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return os_reason(e, path)
+    if stat.S_ISDIR(st.st_mode):
+        return "symlink to a directory (not followed)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return unsupported(path)
+
+
+class Skipped(NamedTuple):
+    """A file found under an input that is not read, and why."""
+
+    path: str
+    reason: str
+
+
+class Found(NamedTuple):
+    """What one input argument names: files to read and files skipped, each sorted by path."""
+
+    files: list[str]
+    skipped: list[Skipped]
+
+
+def _walk(root: str) -> Iterator[tuple[str, str | None]]:
+    """(path, skip reason or None) for every entry under a directory but real subdirectories."""
+    errors: list[OSError] = []
+    for top, dirs, files in os.walk(root, onerror=errors.append):
+        for d in dirs:
+            if os.path.islink(os.path.join(top, d)):  # not descended into (os.walk default)
+                yield os.path.join(top, d), "symlink to a directory (not followed)"
+        for f in files:  # broken links and link loops land here too
+            yield os.path.join(top, f), skip_reason(os.path.join(top, f))
+    for e in errors:
+        yield str(e.filename), f"unreadable directory: {(e.strerror or str(e)).lower()}"
+
+
+def scan(arg: str) -> Found:
+    """The files named by one input argument, and those found but skipped (with reasons)."""
     if arg.startswith("hf://"):
         from kiln.components.ingest import hf
 
-        return hf.resolve(arg)
+        return Found(hf.resolve(arg), [])
     if arg.startswith("s3://"):
         from kiln.components.common import storage
 
-        found = storage.list_files(arg)
-        return [f for f in found if file_format(f)] if len(found) != 1 else found
-    if any(c in arg for c in "*?["):
-        return sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
-    path = Path(arg)
-    if path.is_dir():
-        # Broken links are listed too: they surface as `unreadable_file`, not silently skipped.
-        found = (p for p in path.rglob("*") if p.is_file() or p.is_symlink())
-        return sorted(str(p) for p in found if file_format(str(p)))
-    return [arg] if path.exists() else []
+        entries = [(f, unsupported(f)) for f in storage.list_files(arg)]
+    elif any(c in arg for c in "*?["):
+        matches = glob.glob(arg, recursive=True)
+        entries = [
+            (p, skip_reason(p)) for p in matches if os.path.islink(p) or not os.path.isdir(p)
+        ]
+    elif os.path.isdir(arg):
+        entries = list(_walk(arg))
+    elif os.path.lexists(arg):
+        entries = [(arg, skip_reason(arg))]
+    else:
+        entries = []
+    entries.sort()
+    return Found(
+        [p for p, why in entries if why is None],
+        [Skipped(p, why) for p, why in entries if why is not None],
+    )
+
+
+def expand(arg: str) -> list[str]:
+    """Files named by one input argument that will be read, sorted (see `scan`)."""
+    return scan(arg).files
 
 
 class Reader:
@@ -79,23 +157,31 @@ class Reader:
         self.max_line, self.max_file, self.on_bad_utf8 = max_line, max_file, on_bad_utf8
         self.bytes_in = 0
         self.repaired_utf8 = 0
+        self.text = TextStream(replace=on_bad_utf8 == "replace")
+        self.skipped = ""  # why the file could not be opened; then it yielded nothing
 
     def _chunks(self, path: str) -> Iterator[bytes]:
         for chunk in iter_chunks(path, self.max_file):
             self.bytes_in += len(chunk)
             yield chunk
 
+    def _text_chunks(self, path: str) -> Iterator[bytes]:
+        """UTF-8 bytes of a text-format file (transcoded from UTF-16/32, binary refused)."""
+        return self.text(self._chunks(path))
+
+    @property
+    def encoding(self) -> str:
+        return self.text.encoding
+
     def read(self, path: str) -> Iterator[Document | Problem]:
-        """Every record of `path`; an error mid-file yields a Problem after the good records."""
+        """Every record of `path`; an error mid-file yields a Problem after the good records.
+
+        A file that cannot be opened yields nothing and sets `skipped` to the reason.
+        """
         fmt = PARQUET if path.startswith("hf::") else file_format(path)
         try:
             if fmt is None:
-                yield Problem(
-                    "unsupported_format",
-                    path,
-                    0,
-                    "expected .txt .md .jsonl .json .parquet (+.gz/.zst)",
-                )
+                self.skipped = unsupported(path) or "unsupported format"
             elif fmt == TEXT:
                 yield from self._read_text(path)
             elif fmt == JSONL:
@@ -105,7 +191,10 @@ class Reader:
             else:
                 yield from self._read_parquet(path)
         except ReadError as e:
-            yield Problem(e.kind, path, 0, e.detail)
+            if e.kind == CANNOT_OPEN:
+                self.skipped = e.detail
+            else:
+                yield Problem(e.kind, path, 0, e.detail)
 
     def decode(self, raw: bytes, path: str, line: int) -> str | Problem:
         """UTF-8 decode (BOM dropped); invalid bytes replaced (counted) or the record skipped."""
@@ -139,7 +228,7 @@ class Reader:
         return Document(id=rid, text=text, source=self.source, file=path, line=line)
 
     def _read_text(self, path: str) -> Iterator[Document | Problem]:
-        raw = read_bounded(self._chunks(path), self.max_line)
+        raw = read_bounded(self._text_chunks(path), self.max_line)
         if raw is None:
             yield Problem(
                 "too_large", path, 1, f"document over ingest.max_line_bytes={self.max_line}"
@@ -149,7 +238,7 @@ class Reader:
         yield text if isinstance(text, Problem) else Document(f"{path}", text, self.source, path, 1)
 
     def _read_jsonl(self, path: str) -> Iterator[Document | Problem]:
-        for line, raw in iter_lines(self._chunks(path), self.max_line):
+        for line, raw in iter_lines(self._text_chunks(path), self.max_line):
             if raw is None:
                 yield Problem(
                     "line_too_long", path, line, f"over ingest.max_line_bytes={self.max_line}"
@@ -169,7 +258,7 @@ class Reader:
             yield self.record(obj, path, line)
 
     def _read_json(self, path: str) -> Iterator[Document | Problem]:
-        raw = read_bounded(self._chunks(path), self.max_line)
+        raw = read_bounded(self._text_chunks(path), self.max_line)
         if raw is None:
             yield Problem(
                 "too_large", path, 1, f"JSON file over ingest.max_line_bytes={self.max_line}"

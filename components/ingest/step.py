@@ -27,7 +27,8 @@ def ingest_step(
         run_id: the pipeline's MLflow run ('' = not tracked).
 
     Returns:
-        Counts: documents in, kept, per split docs.
+        Counts: documents in, kept, duplicates, filtered, unreadable, files read and skipped,
+        documents and text bytes per split.
     """
     cfg = step_config(config_json)
     inputs = [part.strip() for part in corpus_uri.split(",") if part.strip()]
@@ -39,7 +40,11 @@ def ingest_step(
         "kept": stats.kept,
         "duplicates": stats.duplicates_exact + stats.duplicates_near,
         "filtered": sum(stats.filtered.values()),
+        "unreadable": sum(stats.unreadable.values()),
+        "files_read": stats.files,
+        "files_skipped": sum(stats.skipped_files.values()),
         **{f"{split}_docs": info["docs"] for split, info in stats.splits.items()},
+        **{f"{split}_bytes": info["bytes"] for split, info in stats.splits.items()},
     }
     tracker = step_tracker(cfg, run_id)
     tracker.log_metrics({f"ingest.{k}": v for k, v in summary.items()})

@@ -93,7 +93,8 @@ class FileSteps:
                     batch = []
             pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
         counters.bytes_in = reader.bytes_in
-        counters.bad_utf8_replaced = reader.repaired_utf8
+        counters.bad_utf8_replaced = reader.repaired_utf8 + reader.text.replaced
+        counters.encoding, counters.skipped = reader.encoding, reader.skipped
         return FileResult(task.spill, counters)
 
 

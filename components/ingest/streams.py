@@ -2,13 +2,18 @@
 
 Every reader goes through `iter_chunks`, which caps the decompressed size of a file (a compression
 bomb stops with `decompressed_too_large`) and turns truncated or corrupt archives into a
-`ReadError` after the good data before the damage has been delivered. `iter_lines` never holds
-more than `max_line` bytes of one line: a longer line is skipped to its end and reported.
+`ReadError` after the good data before the damage has been delivered; a file that cannot be
+opened at all raises `ReadError(CANNOT_OPEN, reason)`, and the file is reported as skipped.
+`iter_lines` never holds more than `max_line` bytes of one line: a longer line is skipped to its
+end and reported. Lines end at LF, CRLF or a lone CR (old Mac files).
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
+import re
 import zlib
 from collections.abc import Iterator
 from typing import IO
@@ -16,6 +21,17 @@ from typing import IO
 from kiln.components.ingest.document import ReadError
 
 CHUNK = 1 << 20
+CANNOT_OPEN = "cannot_open"  # ReadError kind: the file is skipped, with the error as reason
+_EOL = re.compile(rb"\r\n?|\n")
+
+
+def os_reason(e: OSError, path: str) -> str:
+    """Why a local file cannot be opened, in the words stats.json uses for skipped files."""
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENOENT and os.path.islink(path):
+        return "broken symlink"
+    return f"unreadable: {(e.strerror or str(e)).lower()}"
 
 
 def open_raw(path: str) -> IO[bytes]:
@@ -72,9 +88,9 @@ def iter_chunks(path: str, max_bytes: int) -> Iterator[bytes]:
     try:
         raw = open_raw(path)
     except OSError as e:
-        raise ReadError("unreadable_file", str(e)) from e
+        raise ReadError(CANNOT_OPEN, os_reason(e, path)) from e
     except Exception as e:  # storage errors from S3 (missing key, auth)
-        raise ReadError("unreadable_file", f"{type(e).__name__}: {e}") from e
+        raise ReadError(CANNOT_OPEN, f"unreadable: {type(e).__name__}: {e}") from e
     with raw:
         kind = compression(path)
         if kind == "gz":
@@ -98,25 +114,32 @@ def iter_chunks(path: str, max_bytes: int) -> Iterator[bytes]:
 
 
 def iter_lines(chunks: Iterator[bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number from 1, bytes without the newline), or (n, None) for a line over `max_line`."""
+    """(line number from 1, bytes without the newline), or (n, None) for a line over `max_line`.
+
+    LF, CRLF and a lone CR all end a line (a raw CR cannot occur inside a JSON string).
+    """
     buf = bytearray()
-    lineno, skipping = 1, False
+    lineno, skipping, after_cr = 1, False, False
     for chunk in chunks:
+        if after_cr and chunk[:1] == b"\n":  # the LF of a CRLF split across two chunks
+            chunk = chunk[1:]
+        after_cr = chunk[-1:] == b"\r"
         start = 0
-        while True:
-            nl = chunk.find(b"\n", start)
-            piece = chunk[start:] if nl < 0 else chunk[start:nl]
-            if not skipping:
-                if len(buf) + len(piece) > max_line:
-                    skipping = True
-                    buf.clear()
-                else:
-                    buf += piece
-            if nl < 0:
-                break
+        for end in _EOL.finditer(chunk):
+            piece = chunk[start : end.start()]
+            if not skipping and len(buf) + len(piece) <= max_line:
+                buf += piece
+            else:
+                skipping = True
             yield lineno, (None if skipping else bytes(buf))
             buf.clear()
-            lineno, skipping, start = lineno + 1, False, nl + 1
+            lineno, skipping, start = lineno + 1, False, end.end()
+        piece = chunk[start:]
+        if not skipping and len(buf) + len(piece) > max_line:
+            skipping = True
+            buf.clear()
+        elif not skipping:
+            buf += piece
     if skipping or buf:
         yield lineno, (None if skipping else bytes(buf))
 

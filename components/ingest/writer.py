@@ -5,12 +5,18 @@ Split: a document goes to val when blake2b(salt, id) as a fraction in [0, 1) is 
 weight w keeps floor(w) copies plus one more with probability frac(w), drawn from the id's hash
 (so the same documents are picked every run); copies get ids `id#1`, `id#2`… and share the
 original's split, so no text leaks between train and val.
+
+Both splits stay non-empty whenever there are two documents (`SplitWriter`): if no document
+hashes below `val_fraction`, the one with the lowest hash goes to val anyway (and if all do,
+the one with the highest hash goes to train). That depends only on the set of documents.
+`val_fraction=0` asks for no val split and gets none.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,3 +92,75 @@ class ShardWriter:
             self.files.append("00000.parquet")
         self._flush()
         self._close_shard()
+
+
+SPLITS = ("train", "val")
+
+
+class _Doc(NamedTuple):
+    rank: float  # lower = closer to the other split's side of `val_fraction`
+    doc_id: str
+    text: str
+    source: str
+    copies: int
+
+
+class SplitWriter:
+    """Writes documents to `train/` and `val/` by `split_of`, keeping both splits non-empty.
+
+    While one split has no document, the other holds back its document nearest to the
+    `val_fraction` boundary (one document in memory); it is written to its own split as soon
+    as the empty one gets a document of its own, or moved there by `close()`.
+    """
+
+    def __init__(self, out: Path, max_bytes: int, val_fraction: float, seed: int):
+        self.writers = {s: ShardWriter(out / s, max_bytes) for s in SPLITS}
+        self.val_fraction, self.seed = val_fraction, seed
+        self.docs = dict.fromkeys(SPLITS, 0)  # distinct documents assigned, held ones included
+        self.held: dict[str, _Doc | None] = dict.fromkeys(SPLITS)
+        self.moved_in = dict.fromkeys(SPLITS, 0)
+
+    def add(self, doc_id: str, text: str, source: str, copies: int) -> None:
+        """One kept document and how many copies of it to write (sampling weight)."""
+        h = unit_hash(f"split{self.seed}", doc_id)
+        split = "val" if h < self.val_fraction else "train"
+        other = "train" if split == "val" else "val"
+        self.docs[split] += 1
+        if self.held[other] is not None:  # the other split's candidate is no longer needed
+            self._write(other, self.held[other])
+            self.held[other] = None
+        doc = _Doc(h if split == "train" else -h, doc_id, text, source, copies)
+        if self.val_fraction > 0 and self.docs[other] == 0:
+            held = self.held[split]
+            if held is None or doc.rank < held.rank:
+                self.held[split], doc = doc, held
+        if doc is not None:
+            self._write(split, doc)
+
+    def _write(self, split: str, doc: _Doc) -> None:
+        for i in range(doc.copies):
+            doc_id = doc.doc_id if i == 0 else f"{doc.doc_id}#{i}"
+            self.writers[split].add(doc_id, doc.text, doc.source)
+
+    def close(self) -> dict[str, dict[str, int]]:
+        """Write held documents, close the shards; per split {docs, bytes, shards, moved_in}."""
+        for split, other in (("train", "val"), ("val", "train")):
+            doc, self.held[split] = self.held[split], None
+            if doc is None:
+                continue
+            if self.docs[other] == 0 and self.docs[split] >= 2:  # move it: both non-empty
+                self.docs[split] -= 1
+                self.docs[other] += 1
+                self.moved_in[other] += 1
+                split = other
+            self._write(split, doc)
+        out = {}
+        for name, w in self.writers.items():
+            w.close()
+            out[name] = {
+                "docs": w.docs,
+                "bytes": w.bytes,
+                "shards": len(w.files),
+                "moved_in": self.moved_in[name],
+            }
+        return out

@@ -5,6 +5,10 @@ targets). An epoch visits every window of every shard once; with `shuffle` the s
 window order inside each shard are seeded permutations, and later epochs shift the window grid by a
 seeded offset so the model does not see identical windows again.
 
+Shards are verified before anything is read from them (`verify_shards`: size, sha256 from the
+tokens directory's manifest.json, every id < vocab_size; once per shard per process), so a
+corrupted or foreign shard stops training with the file named instead of training on garbage.
+
 All ranks walk the same global cursor `(epoch, shard, offset)`. Each step consumes
 `batch_size × world_size` consecutive windows of that walk and rank r takes the r-th block of
 `batch_size`, so ranks never overlap and the cursor is identical everywhere: saving it once in a
@@ -23,10 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kiln.components.tokenization.manifest import verify_shards
 from kiln.components.tokenization.shards import open_shard
 
 
 class TokenLoader:
+    """Batches of (inputs, targets) windows from token shards; see the module docstring.
+
+    Args:
+        paths: shard files, each inside a tokens directory with its `manifest.json`.
+        seq_len, batch_size: window length and windows per rank per step.
+        rank, world_size: this worker and how many share the cursor.
+        seed, shuffle: shard and window order.
+        verify: check the shards against their manifest first (ValueError naming the shard).
+    """
+
     def __init__(
         self,
         paths: list[str | Path],
@@ -36,11 +51,14 @@ class TokenLoader:
         world_size: int = 1,
         seed: int = 0,
         shuffle: bool = True,
+        verify: bool = True,
     ):
         if not paths:
             raise ValueError("TokenLoader needs at least one token shard")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if verify:
+            verify_shards(paths)
         self.shards = [open_shard(p) for p in paths]
         self.paths = [str(p) for p in paths]
         self.seq_len, self.batch_size = seq_len, batch_size

@@ -13,16 +13,20 @@ Directory layout (the tokenize → pretrain contract):
     {"format": "kiln-tokens", "version": 1, "vocab_size": 4096, "dtype": "uint16", "eot_id": 0,
      "tokenizer_sha256": "…", "dataset_digest": "…",
      "splits": {"train": [{"file": "train/000000.bin", "tokens": 123, "sha256": "…"}], "val": [...]}}
+
+`verify_shards(paths)` is what a reader of shards calls before trusting them: each shard is
+checked against the manifest of the directory it lies in (size, sha256, ids < vocab_size).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kiln.components.tokenization.shards import ShardError, read_header, sha256_file
+from kiln.components.tokenization.shards import ShardError, read_header, verify_shard
 
 FORMAT = "kiln-tokens"
 VERSION = 1
@@ -68,7 +72,8 @@ def read_manifest(directory: str | Path, verify: bool = False) -> Manifest:
     """Load and check a tokenized dataset's manifest.
 
     Every listed shard must exist with a valid header and the listed token count; with
-    `verify=True` its sha256 is recomputed too (reads every byte).
+    `verify=True` its sha256 is recomputed and its ids checked against `vocab_size` too
+    (reads every byte; see `verify_shard`).
     """
     directory = Path(directory)
     path = directory / MANIFEST
@@ -102,8 +107,8 @@ def read_manifest(directory: str | Path, verify: bool = False) -> Manifest:
                     f"{shard}: header says {count} {dtype.name} tokens, manifest says "
                     f"{entry.tokens} {manifest.dtype}"
                 )
-            if verify and sha256_file(shard) != entry.sha256:
-                raise ShardError(f"{shard}: sha256 does not match {path} (corrupted or replaced)")
+            if verify:
+                verify_shard(shard, entry.sha256, manifest.vocab_size, where=str(path))
     return manifest
 
 
@@ -113,3 +118,41 @@ def shard_paths(directory: str | Path, split: str) -> list[Path]:
     if split not in manifest.splits or not manifest.splits[split]:
         raise ValueError(f"{directory}: manifest has no {split!r} shards")
     return [Path(directory) / e.file for e in manifest.splits[split]]
+
+
+# Shards already verified by this process, keyed by what would change if the file did: a
+# training process builds its loaders more than once (train, then val at every evaluation)
+# and should read each shard's bytes for verification only once.
+_verified: set[tuple] = set()
+
+
+def verify_shards(paths: Iterable[str | Path]) -> None:
+    """Verify token shards against the `manifest.json` of the tokens directory each lies in
+    (`<dir>/<split>/NNNNNN.bin`): header and size, sha256, and every id < vocab_size.
+
+    Each shard is read once per process (again only if its size or mtime changes).
+
+    Raises:
+        ShardError (a ValueError): naming the shard and what is wrong, including a shard with no
+        manifest next to it or one its manifest does not list.
+    """
+    manifests: dict[Path, Manifest] = {}
+    for shard in map(Path, paths):
+        root = shard.parent.parent
+        if root not in manifests:
+            if not (root / MANIFEST).exists():
+                raise ShardError(
+                    f"{shard}: no {MANIFEST} in {root} to verify this shard against "
+                    "(token shards come from `kiln tokenize`, which writes it last)"
+                )
+            manifests[root] = read_manifest(root)
+        manifest = manifests[root]
+        rel = f"{shard.parent.name}/{shard.name}"
+        entry = next((e for es in manifest.splits.values() for e in es if e.file == rel), None)
+        if entry is None:
+            raise ShardError(f"{shard}: not listed in {root / MANIFEST}")
+        st = shard.stat()
+        key = (str(shard.resolve()), st.st_size, st.st_mtime_ns, entry.sha256, manifest.vocab_size)
+        if key not in _verified:
+            verify_shard(shard, entry.sha256, manifest.vocab_size, where=str(root / MANIFEST))
+            _verified.add(key)

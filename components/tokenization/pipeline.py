@@ -7,7 +7,8 @@ Steps: train a BPE on the train split (or load `tokenizer_json`), cross-check th
 against `tokenizers` on a sample, encode each split in `cfg.workers` processes (one parquet row
 group per task, results consumed in order, so the output is byte-identical run to run), write
 shards of at most `cfg.shard_tokens` ids with an end-of-text id before every document, and write
-`manifest.json` last.
+`manifest.json` last. An empty train split, or one too small to learn merges for
+`cfg.vocab_size`, is a ValueError that says so (`check_vocabulary`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from kiln.components.common.config import TokenizerConfig
+from kiln.components.common.config.data import BYTE_TOKENS
 from kiln.components.common.parallel import OrderedPool
 from kiln.components.common.progress import Progress
 from kiln.components.tokenization import sources
@@ -118,18 +121,68 @@ class _ShardWriter:
         self.buf, self.n = [], 0
 
 
-def _training_texts(dataset: Path, cfg: TokenizerConfig) -> Iterator[str]:
-    if sources.is_dataset_dir(dataset):
-        texts: Iterable[str] = sources.iter_texts(dataset, "train")
-    else:
-        texts = (t for s, t, _ in sources.iter_text_pieces(dataset, cfg.segment_chars))
-    budget = cfg.max_train_bytes or float("inf")
-    for text in texts:
-        for piece in iter_segments(text, cfg.segment_chars):
-            if budget <= 0:
-                return
-            budget -= len(piece.encode("utf-8", "surrogatepass"))
-            yield piece
+class TrainingText:
+    """The text a tokenizer is trained on: the train split (or plain text), in pieces, at most
+    `tokenizer.max_train_bytes`; counts the bytes it fed and whether any was not blank."""
+
+    def __init__(self, dataset: Path, cfg: TokenizerConfig):
+        self.dataset, self.cfg = dataset, cfg
+        self.bytes = 0
+        self.has_text = False
+
+    def __iter__(self) -> Iterator[str]:
+        cfg = self.cfg
+        if sources.is_dataset_dir(self.dataset):
+            texts: Iterable[str] = sources.iter_texts(self.dataset, "train")
+        else:
+            texts = (t for s, t, _ in sources.iter_text_pieces(self.dataset, cfg.segment_chars))
+        budget = cfg.max_train_bytes or float("inf")
+        for text in texts:
+            for piece in iter_segments(text, cfg.segment_chars):
+                if budget <= 0:
+                    return
+                n = len(piece.encode("utf-8", "surrogatepass"))
+                budget -= n
+                self.bytes += n
+                self.has_text = self.has_text or bool(piece.strip())
+                yield piece
+
+    def require_text(self) -> None:
+        """Raise unless the train split holds some non-blank text (reads up to the first)."""
+        if not self.has_text:
+            any(piece.strip() for piece in self)
+        if not self.has_text:
+            raise ValueError(
+                f"tokenize: {self.dataset} holds no text to train on: its train split is empty "
+                "or blank. Check the ingest summary or stats.json (kept documents per split), or "
+                "give --dataset a directory of non-empty .txt/.md files"
+            )
+
+
+def check_vocabulary(tok: Tokenizer, cfg: TokenizerConfig, fed: TrainingText) -> str:
+    """Refuse a trained tokenizer that learned (almost) nothing; a warning if it fell short.
+
+    A byte-level BPE holds 256 bytes and the special tokens before it learns any merge. Fewer
+    merges than 1% of those asked for (at least one) means the text was far too small: such a
+    tokenizer encodes nearly every byte as its own token. Half or less returns a warning line
+    (printed with the summary); otherwise "".
+    """
+    base = BYTE_TOKENS + 1 + cfg.chat_tokens
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    merges, wanted = vocab - base, cfg.vocab_size - base
+    said = (
+        f"the tokenizer learned {merges} merges (vocabulary {vocab} ids) from {fed.bytes:,} "
+        f"bytes of training text, for tokenizer.vocab_size={cfg.vocab_size} ({wanted} merges)"
+    )
+    if merges < max(1, wanted // 100):
+        smaller = f", e.g. --set tokenizer.vocab_size={vocab}" if merges else " (none is learnable)"
+        raise ValueError(
+            f"tokenize: {said}: far too little text for this vocabulary. Give it more text (a "
+            f"larger train split), or ask for a smaller tokenizer.vocab_size{smaller}"
+        )
+    if merges * 2 <= wanted:
+        return f"WARNING: {said}: more text would give a better tokenizer"
+    return ""
 
 
 def _sample(dataset: Path, split: str, n: int, cfg: TokenizerConfig, max_chars: int = 1 << 18):
@@ -177,12 +230,14 @@ def tokenize(
     for split in sources.SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)
     t0 = time.time()
+    fed, warning = TrainingText(dataset, cfg), ""
     if tokenizer_json:
+        fed.require_text()
         tok = load_tokenizer(tokenizer_json)
     else:
-        tok = train_bpe(
-            _training_texts(dataset, cfg), cfg.vocab_size, cfg.chat_tokens, cfg.min_frequency
-        )
+        tok = train_bpe(fed, cfg.vocab_size, cfg.chat_tokens, cfg.min_frequency)
+        fed.require_text()
+        warning = check_vocabulary(tok, cfg, fed)
     tok.save(str(out / "tokenizer.json"))
     train_s = time.time() - t0
     vocab, eot = tok.get_vocab_size(with_added_tokens=True), eot_id(tok)
@@ -225,6 +280,7 @@ def tokenize(
         extra={
             "engine": encoder.engine,
             "trained": not tokenizer_json,
+            "vocab_requested": None if tokenizer_json else cfg.vocab_size,
             "text_bytes": totals["bytes"],
             "bytes_per_token": round(totals["bytes"] / max(1, totals["tokens"]), 4),
             "encode_seconds": round(encode_s, 3),
@@ -238,6 +294,8 @@ def tokenize(
         f"{manifest.extra['bytes_per_token']} bytes/token, engine {encoder.engine}, "
         f"encode {encode_s:.1f}s ({mb / max(encode_s, 1e-9):.1f} MB/s), tokenizer {train_s:.1f}s"
     )
+    if warning:
+        print(f"tokenize: {warning}")
     return manifest
 
 

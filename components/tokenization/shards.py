@@ -111,6 +111,50 @@ def open_shard(path: str | Path) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_SIZE, shape=(count,))
 
 
+def verify_shard(
+    path: str | Path,
+    sha256: str,
+    vocab_size: int,
+    where: str = "the manifest",
+    chunk: int = 1 << 24,
+) -> None:
+    """Check a shard against what its manifest says, in one streamed pass over the file.
+
+    Checks the header and exact size (`read_header`), the sha256 of the whole file, and that
+    every id is below `vocab_size` (vectorized per block: a stray id would otherwise fail deep
+    inside the embedding lookup, or silently index padding rows).
+
+    Raises:
+        ShardError: naming the file and what is wrong.
+    """
+    path = Path(path)
+    dtype, _ = read_header(path)
+    digest = hashlib.sha256()
+    bad: tuple[int, int] | None = None  # (position, id) of the first id out of range
+    position = 0
+    step = max(1, chunk // dtype.itemsize) * dtype.itemsize
+    with open(path, "rb") as f:
+        digest.update(f.read(HEADER_SIZE))
+        while block := f.read(step):
+            digest.update(block)
+            ids = np.frombuffer(block, dtype=dtype)
+            if bad is None and ids.size and int(ids.max()) >= vocab_size:
+                at = int(np.argmax(ids >= vocab_size))
+                bad = (position + at, int(ids[at]))
+            position += ids.size
+    got = digest.hexdigest()
+    if got != sha256:
+        raise ShardError(
+            f"{path}: sha256 does not match {where} (file {got[:16]}…, expected {sha256[:16]}…): "
+            "the shard was corrupted or replaced after `kiln tokenize`; re-run it"
+        )
+    if bad is not None:
+        raise ShardError(
+            f"{path}: token id {bad[1]} at position {bad[0]} is not below the vocabulary size "
+            f"{vocab_size} of {where}: the shard does not match its tokenizer; re-run `kiln tokenize`"
+        )
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, streamed."""
     digest = hashlib.sha256()

@@ -70,7 +70,8 @@ def test_bad_input_corpus_balances_and_keeps_good_records(tmp_path, make_prose):
     stats = ingest([str(bad)], out, cfg(max_line_bytes=100_000, max_file_bytes=1 << 20))
     u = stats.unreadable
     assert u["bad_json"] == 1 and u["missing_text"] == 1 and u["text_not_string"] == 1
-    assert u["not_an_object"] == 1 and u["line_too_long"] == 1 and u["unreadable_file"] == 1
+    assert u["not_an_object"] == 1 and u["line_too_long"] == 1 and "unreadable_file" not in u
+    assert stats.per_file[str(bad / "broken.jsonl")]["reason"] == "broken symlink"
     assert u["corrupt_gzip"] == 1 and u["corrupt_zstd"] == 1 and u["decompressed_too_large"] == 1
     assert stats.filtered["empty"] == 2 and stats.duplicates_exact == 1
     assert stats.repaired["bad_utf8_replaced"] == 1 and stats.repaired["control_chars_removed"] >= 4

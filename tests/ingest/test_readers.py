@@ -116,4 +116,6 @@ def test_whole_file_formats_over_the_limit_and_unknown_suffix(tmp_path):
     (tmp_path / "data.csv").write_text("a,b\n")
     assert read(tmp_path / "big.txt", max_line=1000)[0].kind == "too_large"
     assert read(tmp_path / "big.json", max_line=1000)[0].kind == "too_large"
-    assert read(tmp_path / "data.csv")[0].kind == "unsupported_format"
+    reader = Reader("src", "text", "id", 1 << 20, 1 << 24, "replace")
+    assert list(reader.read(str(tmp_path / "data.csv"))) == []
+    assert reader.skipped == "unsupported extension .csv"  # listed in stats.json as skipped

@@ -48,12 +48,13 @@ def test_ingest_from_s3_prefix_all_formats(s3_server, tmp_path, make_prose):
 
 def test_single_s3_object_with_a_source_name(s3_server, tmp_path, make_prose):
     bucket = os.environ["AWS_S3_BUCKET"]
-    (tmp_path / "ok.jsonl").write_text(json.dumps({"text": make_prose(1)}) + "\n{broken\n")
+    good = "".join(json.dumps({"text": make_prose(i)}) + "\n" for i in (1, 2))  # train + val
+    (tmp_path / "ok.jsonl").write_text(good + "{broken\n")
     storage.upload_file(tmp_path / "ok.jsonl", f"s3://{bucket}/x/ok.jsonl")
     uri = f"s3://{bucket}/x/ok.jsonl"
     stats = ingest([f"books={uri}"], tmp_path / "out", IngestConfig(workers=1))
-    assert stats.kept == 1 and stats.unreadable == {"bad_json": 1}
-    assert stats.sources["books"]["kept"] == 1
+    assert stats.kept == 2 and stats.unreadable == {"bad_json": 1}
+    assert stats.sources["books"]["kept"] == 2 and stats.per_file[uri]["kept"] == 2
     assert (
-        stats.examples["bad_json"][0]["file"] == uri and stats.examples["bad_json"][0]["line"] == 2
+        stats.examples["bad_json"][0]["file"] == uri and stats.examples["bad_json"][0]["line"] == 3
     )

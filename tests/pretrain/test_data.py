@@ -2,17 +2,27 @@ import numpy as np
 import pytest
 
 from kiln.components.pretrain.data import TokenLoader
+from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest
 from kiln.components.tokenization.shards import write_shard
+
+
+def tokens_dir(root, arrays, vocab_size):
+    """A tokens directory as `kiln tokenize` writes it: train/ shards and manifest.json."""
+    (root / "train").mkdir(parents=True)
+    entries = []
+    for i, ids in enumerate(arrays):
+        name = f"train/{i:06d}.bin"
+        sha = write_shard(root / name, ids, vocab_size=vocab_size)
+        entries.append(ShardEntry(file=name, tokens=len(ids), sha256=sha))
+    write_manifest(root, Manifest(vocab_size, "uint16", eot_id=0, splits={"train": entries}))
+    return [root / e.file for e in entries]
 
 
 @pytest.fixture
 def shards(tmp_path):
-    paths = []
-    for i, n in enumerate([1000, 333, 2049]):
-        path = tmp_path / f"{i}.bin"
-        write_shard(path, np.arange(n) + 10_000 * i, vocab_size=65536)
-        paths.append(path)
-    return paths
+    return tokens_dir(
+        tmp_path, [np.arange(n) + 10_000 * i for i, n in enumerate([1000, 333, 2049])], 65536
+    )
 
 
 def rows(loader, steps):
@@ -56,6 +66,6 @@ def test_state_restores_exactly_across_epochs(shards):
 
 
 def test_too_little_data_is_a_clear_error(tmp_path):
-    write_shard(tmp_path / "s.bin", np.arange(20), vocab_size=100)
+    paths = tokens_dir(tmp_path, [np.arange(20)], vocab_size=100)
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        TokenLoader([tmp_path / "s.bin"], seq_len=16, batch_size=4)
+        TokenLoader(paths, seq_len=16, batch_size=4)
