@@ -1,8 +1,10 @@
 """The built-in corpus: real English text that exists on every machine with Python, no download.
 
-`kiln run` trains on it when no `--data` is given:
+`kiln run` trains on it when no `--data` is given, and checks a `--data` it is given before
+any step starts:
 
     path = write_builtin_corpus("kiln-work/corpus")   # → kiln-work/corpus/python-docs.jsonl
+    check_data("corpus/*.jsonl,web=crawl/")           # FileNotFoundError when one matches nothing
 
 Two sources from the running interpreter's own standard library:
 
@@ -102,3 +104,31 @@ def write_builtin_corpus(directory: str | Path, max_bytes: int = 4 << 20) -> Pat
     if not path.exists() or path.read_text(encoding="utf-8") != content:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def check_data(data: str) -> None:
+    """Check `kiln run --data` up front: every local input (file, directory, glob, optionally
+    `NAME=` prefixed) must name at least one readable file, the way the ingest step expands it.
+    s3:// and hf:// inputs are left to the ingest step, which has their credentials.
+
+    Raises:
+        ValueError: `data` names no input at all.
+        FileNotFoundError: a local input matches no input file (the message names it).
+    """
+    from kiln.components.ingest import readers
+
+    inputs = [part.strip() for part in data.split(",") if part.strip()]
+    if not inputs:
+        raise ValueError(f"--data {data!r} names no input: give files, globs, s3:// or hf://")
+    for arg in inputs:
+        _, target = readers.split_source(arg)
+        if target.startswith(("s3://", "hf://")) or readers.expand(target):
+            continue
+        pattern = any(c in target for c in "*?[")
+        missing = "matches no file" if pattern else "does not exist"
+        if not pattern and Path(target).exists():
+            missing = "holds no input file"
+        raise FileNotFoundError(
+            f"--data {arg} {missing} (expected files, directories or globs of .txt .md .jsonl "
+            ".json .parquet, optionally .gz/.zst; or s3://bucket/prefix, hf://org/name)"
+        )

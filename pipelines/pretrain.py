@@ -13,8 +13,6 @@ their inputs) and off for the steps that write to MLflow, S3 or the registry.
 
 # No `from __future__ import annotations`: KFP reads the pipeline's real parameter types.
 
-from dataclasses import dataclass, field
-
 from kfp import dsl
 from kfp import kubernetes as k8s
 
@@ -24,6 +22,7 @@ from kiln.components.ingest.component import ingest
 from kiln.components.pretrain.component import pretrain
 from kiln.components.publish.component import publish
 from kiln.components.tokenization.component import tokenize
+from kiln.pipelines.options import PipelineOptions
 
 PIPELINE_NAME = "kiln-pretrain"
 DATA_CONNECTION_KEYS = (
@@ -34,39 +33,6 @@ DATA_CONNECTION_KEYS = (
     "AWS_DEFAULT_REGION",
 )
 MLFLOW_AUTH_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-
-
-@dataclass
-class PipelineOptions:
-    """What is fixed when the pipeline is compiled (everything else is a run parameter).
-
-    Attributes:
-        data_connection: Secret with the S3 data-connection keys (OpenShift AI data connection).
-        mlflow_secret: optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD ('' = none).
-        gpu_resource: the accelerator resource the training step requests.
-        gpu_toleration: taint key tolerated by the training step ('' = none).
-        training_cpu, training_memory: the training step's CPU/memory requests (and limits).
-        extra_env: plain (non-secret) env vars for every step, e.g. KILN_S3_* tuning.
-        shared_pvc: PVC also mounted by the Ray cluster at `shared_mount` ('' = none): with a
-            Ray address, the training step stages tokens and outputs there (KILN_SHARED_DIR).
-        shared_mount: where the shared PVC is mounted in the training step (and the Ray pods).
-        ray_token_secret: Secret holding the Ray cluster's auth token ('' = none): given to the
-            training step as RAY_AUTH_TOKEN (with RAY_AUTH_MODE=token), so a Ray address with
-            token auth on (as in manifests/base/raycluster.yaml) accepts its job submission.
-        ray_token_key: the key of the token inside that Secret.
-    """
-
-    data_connection: str = "kiln-data-connection"
-    mlflow_secret: str = ""
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_toleration: str = "nvidia.com/gpu"
-    training_cpu: str = "4"
-    training_memory: str = "16G"
-    extra_env: dict[str, str] = field(default_factory=dict)
-    shared_pvc: str = ""
-    shared_mount: str = "/kiln-shared"
-    ray_token_secret: str = ""
-    ray_token_key: str = "auth_token"
 
 
 def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kiln.components.common.config import RunParams
-from kiln.pipelines.pretrain import PIPELINE_NAME, PipelineOptions, compile_pipeline
+from kiln.components.common.errors import Unreachable, UserError
+from kiln.pipelines.options import PipelineOptions
 
 TOKEN_ENV = "KFP_TOKEN"
 
@@ -48,22 +49,23 @@ def connect(
 
     Raises:
         ValueError: `host` is empty.
+        Unreachable: nothing answers at `host` (in seconds; kfp.Client would retry for minutes).
     """
-    import kfp
-
     if not host:
         raise ValueError("--host is required: the KFP / Data Science Pipelines API URL")
     token = token or os.environ.get(TOKEN_ENV) or kubeconfig_token() or None
     _check_auth(host, token, verify_ssl)
+    import kfp
+
     kwargs: dict[str, Any] = {"host": host, "existing_token": token, "verify_ssl": verify_ssl}
     if namespace:
         kwargs["namespace"] = namespace
     return kfp.Client(**kwargs)
 
 
-def _check_auth(host: str, token: str | None, verify_ssl: bool) -> None:
-    """Fail fast with a clear message when the server refuses the token (kfp.Client would
-    retry its health check for half a minute and then report a timeout)."""
+def _check_auth(host: str, token: str | None, verify_ssl: bool, timeout_s: float = 8.0) -> None:
+    """Fail fast with a clear message when nothing answers at `host` or the server refuses the
+    token (kfp.Client would retry its health check for half a minute, then report a timeout)."""
     import ssl
     import urllib.error
     import urllib.request
@@ -72,15 +74,24 @@ def _check_auth(host: str, token: str | None, verify_ssl: bool) -> None:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     context = None if verify_ssl else ssl._create_unverified_context()
     try:
-        urllib.request.urlopen(req, timeout=30, context=context).close()
+        urllib.request.urlopen(req, timeout=timeout_s, context=context).close()
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             how = "the token was refused" if token else "no token was given (--token or $KFP_TOKEN)"
             raise ValueError(
                 f"{host}: HTTP {e.code}, {how}; `oc whoami -t` prints a valid one"
             ) from None
-    except urllib.error.URLError:
-        pass  # unreachable: let kfp.Client report it the usual way
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            raise UserError(
+                f"{host}: TLS failed ({e.reason}); for a self-signed test cluster pass --insecure"
+            ) from None
+        reason = getattr(e.reason, "strerror", None) or str(e.reason)
+        raise Unreachable(f"the KFP API server at {host} does not answer ({reason})") from None
+    except TimeoutError:
+        raise Unreachable(
+            f"the KFP API server at {host} does not answer (no reply in {timeout_s:g}s)"
+        ) from None
 
 
 @dataclass
@@ -120,6 +131,8 @@ def run_link(client: Any, run_id: str) -> str:
 
 def submit(client: Any, req: SubmitRequest) -> Submitted:
     """Compile the pipeline, (optionally) upload it, and create a run; returns its id and link."""
+    from kiln.pipelines.pretrain import PIPELINE_NAME, compile_pipeline
+
     if not req.corpus_uri:
         raise ValueError("--data is required on a cluster: an s3://bucket/prefix or hf:// corpus")
     run_name = req.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"

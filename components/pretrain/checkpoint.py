@@ -129,3 +129,20 @@ def read_checkpoint(directory: str | Path, tied: bool | None = None) -> dict[str
         "trainer_state": json.loads((directory / STATE).read_text()),
         "config": config,
     }
+
+
+def check_same_model(directory: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise ValueError when the checkpoint in `directory` holds another model than `current`
+    (e.g. `--resume` with a changed `--set model.dim=…`), before loading fails with a long
+    size-mismatch error. `saved`/`current` are model configs as dicts; `init_std` is ignored
+    (it only matters at initialization)."""
+    changed = [
+        f"{key} {saved[key]} there, {current[key]} now"
+        for key in sorted(saved.keys() & current.keys() - {"init_std"})
+        if saved[key] != current[key]
+    ]
+    if changed:
+        raise ValueError(
+            f"checkpoint in {directory} was trained with a different model shape "
+            f"({'; '.join(changed)}); drop the --set model.* overrides or use a new --output"
+        )

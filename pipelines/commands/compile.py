@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kiln.pipelines.pretrain import PipelineOptions
+from kiln.pipelines.options import PipelineOptions
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:

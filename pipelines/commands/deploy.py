@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from kiln.components.common import kube
-from kiln.components.publish.deploy import DeployRefused, deploy, plan_deployment
+from kiln.components.common import kube, storage
+from kiln.components.common.errors import UserError
 from kiln.components.publish.inference_service import RUNTIME
 from kiln.pipelines.commands.common import add_config_args, config_from_args
 from kiln.pipelines.commands.models import add_tracking_args, registry_from_args
@@ -75,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    import yaml
+
+    from kiln.components.publish.deploy import DeployRefused, deploy, plan_deployment
+
     try:
         plan = plan_deployment(
             registry_from_args(args),
@@ -95,6 +97,11 @@ def run_deploy(args: argparse.Namespace) -> int:
     except DeployRefused as e:
         print(f"kiln deploy: {e}", file=sys.stderr)
         return 1
+    stand_in = _only_in_stand_in(plan.source, args.workdir)
+    if stand_in and args.apply:
+        raise UserError(stand_in)
+    if stand_in:
+        print(f"kiln deploy: warning: {stand_in}", file=sys.stderr)
     if plan.forced:
         print(
             f"kiln deploy: warning: --force: {args.name} v{plan.version} has eval_gate="
@@ -114,3 +121,17 @@ def run_deploy(args: argparse.Namespace) -> int:
     rv = stored.get("metadata", {}).get("resourceVersion", "?")
     print(f"applied {plan.where} ({args.name} v{plan.version}, resourceVersion {rv})")
     return 0
+
+
+def _only_in_stand_in(source: str, workdir: str) -> str:
+    """Why a cluster cannot pull `source` when it is an s3:// URI that exists only in the local
+    S3 stand-in (KILN_S3_LOCAL_ROOT, or `kiln run`'s WORKDIR/s3); '' otherwise."""
+    s = storage.settings_for_workdir(workdir)
+    local = storage.local_path(source, s) if storage.is_s3(source) else None
+    if local is None or not local.exists():
+        return ""
+    return (
+        f"{source} exists only in the local S3 stand-in {s.local_root} (no AWS_S3_ENDPOINT): a "
+        "cluster cannot pull it; run the pipeline with a real S3 (AWS_S3_ENDPOINT, "
+        "AWS_S3_BUCKET and credentials) and deploy the version it registers"
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from kiln.components.common.registry import CHAMPION, ModelRegistry
+from kiln.components.common.tracking import StoreMissing
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:
@@ -22,13 +24,16 @@ def add_tracking_args(p: argparse.ArgumentParser) -> None:
         "--workdir",
         default=os.environ.get("KILN_WORKDIR", "kiln-work"),
         metavar="DIR",
-        help="workdir of local runs, used for the default local MLflow store "
-        "(default: $KILN_WORKDIR, else ./kiln-work)",
+        help="workdir of local runs: its MLflow store is the default, and without an S3 endpoint "
+        "s3:// URIs are read from its local stand-in WORKDIR/s3 (default: $KILN_WORKDIR, else "
+        "./kiln-work)",
     )
 
 
 def registry_from_args(args: argparse.Namespace) -> ModelRegistry:
-    return ModelRegistry(args.tracking_uri, args.workdir)
+    """The registry the --tracking-uri/--workdir options name; it must exist already (a one-line
+    error, not a new empty store, when it does not; seconds, not minutes, for a dead server)."""
+    return ModelRegistry.existing(args.tracking_uri, args.workdir)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    models = registry_from_args(args).list_models()
+    try:
+        models = registry_from_args(args).list_models()
+    except StoreMissing as e:  # nothing tracked yet: say so in one line, an empty list
+        print(f"no registered models: {e}", file=sys.stdout if not args.json else sys.stderr)
+        if args.json:
+            print("[]")
+        return 0
     if args.json:
         print(json.dumps(models, indent=2))
         return 0

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from kiln.components.common.config import RunParams
-from kiln.pipelines.local import LOCAL_DEFAULTS
+from kiln.pipelines.options import LOCAL_DEFAULTS
 
 log = logging.getLogger("kiln.cli")
 
@@ -88,11 +88,9 @@ def _summary(result) -> str:
         f"  MLflow                {result.mlflow_uri}  run {result.run_id or '-'}",
     ]
     if reg:
-        aliases = ", ".join(reg.get("aliases") or []) or "-"
-        lines.append(
-            f"  registered            {reg.get('name')} version {reg.get('version')} "
-            f"(aliases: {aliases}; champion: {champion.get('reason', '-')})"
-        )
+        from kiln.pipelines.console import registration_line
+
+        lines.append(f"  registered            {registration_line(reg, champion)}")
     lines += [
         f"  published             {pub.get('model_uri')}",
         f"  report                {pub.get('report_uri')}",
@@ -105,21 +103,27 @@ def _summary(result) -> str:
         lines.append(f"  serving manifest      {pub['inference_service']}")
     lines.append(f"  sample                {result.sample!r}")
     if not os.environ.get("AWS_S3_ENDPOINT"):
-        root = result.run_dir.parents[1] / "s3"
+        workdir = result.run_dir.parents[1]
         lines.append(
-            f"s3:// URIs above live in the local stand-in {root}; to read them with "
-            f"`kiln artifacts`/`kiln models`: export KILN_S3_LOCAL_ROOT={root} "
-            f"MLFLOW_TRACKING_URI={result.mlflow_uri}"
+            f"s3:// URIs above live in the local stand-in {workdir / 's3'}; `kiln artifacts` and "
+            f"`kiln models` read it (pass --workdir {workdir} from another directory)"
         )
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Inputs first: a wrong --data or --set fails in a second, before the workdir or any step.
+    params = RunParams.from_args(args)
+    params.resolve()
+    if args.data:
+        from kiln.pipelines.corpus import check_data
+
+        check_data(args.data)
     from kiln.pipelines.console import RunConsole, strip_ansi
     from kiln.pipelines.local import LocalRun, run_local
 
     local = LocalRun(
-        RunParams.from_args(args),
+        params,
         workdir=args.workdir,
         data=args.data,
         baseline_model=args.baseline,

@@ -8,7 +8,8 @@ S3 settings come from the environment under the OpenShift AI data-connection nam
 (`AWS_S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`,
 `AWS_S3_BUCKET`), overridable per call with `S3Settings`. Without an endpoint but with
 `KILN_S3_LOCAL_ROOT` set, `s3://bucket/key` maps to `<root>/bucket/key`: a local stand-in with
-the same API and the same integrity records (used by `kiln run` when no S3 is given).
+the same API and the same integrity records (used by `kiln run` when no S3 is given;
+`settings_for_workdir` finds the one it left in WORKDIR/s3).
 
 Integrity: every uploaded file's sha256 is stored in the object metadata (`x-amz-meta-sha256`;
 a `<file>.kiln-meta.json` sidecar for local targets) and, for directories, in a manifest
@@ -42,9 +43,12 @@ from kiln.components.common.storage.settings import (
     default_uri,
     is_s3,
     join,
+    local_path,
+    settings_for_workdir,
     settings_from_config,
     sha256_file,
     split_s3,
+    stand_in_root,
 )
 
 __all__ = [
@@ -63,13 +67,16 @@ __all__ = [
     "is_s3",
     "join",
     "list_files",
+    "local_path",
     "open_read",
     "own_sha256",
     "read_manifest",
     "recorded_sha256",
+    "settings_for_workdir",
     "settings_from_config",
     "sha256_file",
     "split_s3",
+    "stand_in_root",
     "upload_dir",
     "upload_file",
 ]

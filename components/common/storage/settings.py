@@ -84,6 +84,22 @@ def settings_from_config(storage_cfg: Any) -> S3Settings:
     )
 
 
+def stand_in_root(workdir: str | Path) -> Path:
+    """Where `kiln run` keeps the local S3 stand-in of a workdir (its KILN_S3_LOCAL_ROOT)."""
+    return Path(workdir) / "s3"
+
+
+def settings_for_workdir(workdir: str | Path, **overrides: Any) -> S3Settings:
+    """S3Settings from the env; with neither AWS_S3_ENDPOINT nor KILN_S3_LOCAL_ROOT set, the
+    local stand-in that `kiln run` left in WORKDIR/s3, when there is one, so readers find the
+    s3:// URIs it printed without any setup."""
+    s = S3Settings.from_env(**overrides)
+    root = stand_in_root(workdir)
+    if not s.endpoint and not s.local_root and root.is_dir():
+        return dataclasses.replace(s, local_root=str(root.resolve()))
+    return s
+
+
 def artifact_root(storage_cfg: Any, workdir: str | Path) -> str:
     """Where a run's artifacts go: `storage.root`, else s3://$AWS_S3_BUCKET/kiln when a
     bucket is configured, else the local directory WORKDIR/s3."""
