@@ -7,6 +7,8 @@ lines and every warning; a failed step also gets the last lines of its log (its 
 
     with RunConsole("kiln-work/kiln-run.log") as console, contextlib.redirect_stdout(console):
         pipeline(...)
+
+At the end `registration_line` says which alias the new version got and which rule decided.
 """
 
 from __future__ import annotations
@@ -32,6 +34,28 @@ _NOISE = (
     "Loading KFP component",
     "executor_input",
 )
+
+
+# publish's champion rules (`publish.track.decide_champion`), as the summary names them
+_RULES = {
+    "unigram baseline": "the first-champion rule (no champion yet: beat the unigram baseline)",
+    "champion comparison": "the champion rule (beat the champion on the same validation set)",
+    "eval gate": "the eval gate",
+    "publish.promote": "publish.promote",
+}
+
+
+def registration_line(registered: dict, champion: dict) -> str:
+    """One line on the registered version: its aliases, whether it is the champion, and the
+    rule that decided with that rule's reason."""
+    aliases = ", ".join(registered.get("aliases") or []) or "-"
+    head = f"{registered.get('name')} version {registered.get('version')} (aliases: {aliases})"
+    is_champion = "champion" in (registered.get("aliases") or [])
+    verdict = "champion" if is_champion else "candidate only, not champion"
+    rule = champion.get("rule")
+    by = f", by {_RULES.get(rule, rule)}" if rule else ""
+    reason = champion.get("reason")
+    return f"{head}: {verdict}{by}" + (f": {reason}" if reason else "")
 
 
 def strip_ansi(text: str) -> str:

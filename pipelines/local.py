@@ -11,7 +11,7 @@ The SAME pipeline that `kiln compile` writes runs here, each step in a subproces
   layer's local stand-in (KILN_S3_LOCAL_ROOT=WORKDIR/s3, bucket `kiln`): same URIs, same sha256
   records;
 - Ray: a fresh local Ray started inside the pretrain step when `workers` > 0 (RAY_ADDRESS=local
-  unless RAY_ADDRESS is set);
+  unless RAY_ADDRESS is set), with token authentication (RAY_AUTH_MODE=token unless set);
 - step outputs (KFP artifacts) under WORKDIR/kfp/kiln-pretrain-<time>/<step>/.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -36,14 +37,10 @@ from kiln.components.common.tracking import (
     end_pipeline_run,
     start_pipeline_run,
 )
+from kiln.pipelines.options import LOCAL_DEFAULTS
 from kiln.pipelines.pretrain import PIPELINE_NAME, build_pipeline
 
 LOCAL_BUCKET = "kiln"
-
-
-# `kiln run` trains on one Ray Train worker of a local Ray by default; otherwise the
-# pipeline's own defaults.
-LOCAL_DEFAULTS = RunParams(workers=1)
 
 
 @dataclass
@@ -98,11 +95,19 @@ def local_env(workdir: Path, mlflow_uri: str = "") -> dict[str, str]:
         or os.environ.get("MLFLOW_TRACKING_URI")
         or default_tracking_uri(workdir),
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # MLflow's INFO lines (creating the store's tables, waiting for a version) say nothing
+        # a user acts on; its warnings still show.
+        "MLFLOW_LOGGING_LEVEL": os.environ.get("MLFLOW_LOGGING_LEVEL") or "WARNING",
         "RAY_USAGE_STATS_ENABLED": "0",
         # A Ray of its own ("local"), not whatever cluster /tmp/ray points at; an explicit
         # RAY_ADDRESS (the user's cluster) wins. Local workers talk over loopback.
         "RAY_ADDRESS": os.environ.get("RAY_ADDRESS") or "local",
     }
+    if env["RAY_ADDRESS"] == "local":
+        # The private Ray runs with token authentication, chosen explicitly before Ray is
+        # imported, as Ray documents (it then makes and uses a token): otherwise Ray turns it on
+        # by itself and warns about that in every run. A mode the user set is kept.
+        env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE") or "token"
     if sys.platform == "linux":
         env["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME") or "lo"
     if not os.environ.get("AWS_S3_ENDPOINT"):
@@ -124,6 +129,23 @@ def _newest_run_dir(root: Path, after: float) -> Path:
     if not runs:
         raise RuntimeError(f"the local pipeline left no run directory under {root}")
     return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+class _DropKfpCleanup(logging.Filter):
+    """KFP's local runner reports removing its temp workspace at INFO on the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Cleaned up workspace")
+
+
+@contextlib.contextmanager
+def _quiet_kfp_cleanup() -> Iterator[None]:
+    root, drop = logging.getLogger(), _DropKfpCleanup()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def run_local(run: LocalRun) -> LocalResult:
@@ -157,7 +179,7 @@ def run_local(run: LocalRun) -> LocalResult:
         )
         pipeline = build_pipeline()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_kfp_cleanup():
                 # The local runner runs the steps with this Python, not in their images, and
                 # ignores cluster resources: both warnings are expected here.
                 warnings.filterwarnings("ignore", message=".*base image", category=RuntimeWarning)

@@ -15,14 +15,21 @@ MLflow itself is reached through `tracking.mlflow_client` (only tracking.py impo
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.components.common.tracking import is_not_found, mlflow_client, resolve_tracking_uri
+from kiln.components.common.tracking import (
+    check_store,
+    is_not_found,
+    mlflow_client,
+    resolve_tracking_uri,
+)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 RUN_ID_TAG, VAL_SET_TAG, METRIC_PREFIX = "training_run_id", "val_set_digest", "metric."
+MODEL_ID_TAG = "model_id"  # the MLflow 3 LoggedModel of the version's files
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -55,6 +62,13 @@ class ModelRegistry:
         self.tracking_uri = resolve_tracking_uri(tracking_uri, workdir)
         self.client = mlflow_client(self.tracking_uri)
 
+    @classmethod
+    def existing(cls, tracking_uri: str = "", workdir: str = "kiln-work") -> ModelRegistry:
+        """The registry at an existing store, for readers: never creates a local store, and
+        fails in seconds on a server that does not answer (see `tracking.check_store`)."""
+        check_store(resolve_tracking_uri(tracking_uri, workdir))
+        return cls(tracking_uri, workdir)
+
     # ---------------------------------------------------------------------------- registration
     def register(
         self,
@@ -66,6 +80,7 @@ class ModelRegistry:
         description: str = "",
         tags: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
+        model_id: str | None = None,
     ) -> Registered:
         """Register `source` (the published model's URI) as a version of `name`, alias `candidate`.
 
@@ -78,6 +93,9 @@ class ModelRegistry:
             description: free text shown in the registry.
             tags: lineage tags (dataset/tokenizer digest, code version, pipeline run id, URIs...).
             metrics: evaluation metrics, stored as `metric.<name>` tags for the gate.
+            model_id: the MLflow 3 LoggedModel of these files (`Tracker.log_model`): the version
+                carries its id (tag `model_id`; MLflow's open-source registry keeps no other
+                field for it) and the model lists the version (`mlflow.modelVersions`).
         """
         if _is_local(source) and self.tracking_uri.startswith(("http://", "https://")):
             raise ValueError(
@@ -97,12 +115,30 @@ class ModelRegistry:
             self.client.create_registered_model(name, description="Kiln pretrained models")
         all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         all_tags[RUN_ID_TAG] = training_run_id
+        if model_id:
+            all_tags[MODEL_ID_TAG] = model_id
         all_tags.update({f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in (metrics or {}).items()})
         mv = self.client.create_model_version(
-            name, source, run_id=mlflow_run_id, tags=all_tags, description=description
+            name,
+            source,
+            run_id=mlflow_run_id,
+            tags=all_tags,
+            description=description,
+            model_id=model_id,
         )
+        if model_id:
+            self._list_version_on_model(model_id, name, str(mv.version))
         self.set_alias(name, mv.version, CANDIDATE)
         return Registered(name, str(mv.version), mv.source, created=True)
+
+    def _list_version_on_model(self, model_id: str, name: str, version: str) -> None:
+        """Record the version on its LoggedModel (`mlflow.modelVersions`, as `mlflow.register_model`
+        does; a tracking server adds it itself, so only a missing entry is added)."""
+        key = "mlflow.modelVersions"
+        listed = json.loads(self.client.get_logged_model(model_id).tags.get(key) or "[]")
+        if not any(v.get("name") == name and str(v.get("version")) == version for v in listed):
+            entry = {"name": name, "version": int(version)}  # as the server writes it
+            self.client.set_logged_model_tags(model_id, {key: json.dumps([*listed, entry])})
 
     def find_by_training_run(self, name: str, training_run_id: str) -> Any | None:
         """The version of `name` registered for `training_run_id`, if any."""
@@ -235,6 +271,7 @@ class ModelRegistry:
             "source": mv.source,
             "description": mv.description or "",
             "mlflow_run_id": mv.run_id or "",
+            "model_id": tags.get(MODEL_ID_TAG, ""),
             "metrics": metrics,
             "run_metrics": run_metrics,
             "tags": {k: v for k, v in tags.items() if not k.startswith(METRIC_PREFIX)},

@@ -3,6 +3,9 @@
     tracker = make_tracker(cfg, rank=rank, workdir="kiln-work")   # NullTracker off rank 0
     tracker.log_params(cfg.to_dict())                            # flattened: "train.max_steps"
     tracker.log_metrics({"loss": loss}, step=step)               # cast to float
+    with tracker.system_metrics():                               # MLflow `system/…` while training
+        ...
+    model_id = tracker.log_model("out/model", "kiln-llama")      # an MLflow 3 LoggedModel
     tracker.finish()
 
 `MlflowTracker` imports mlflow lazily and joins the run named by `MLFLOW_RUN_ID` when set, so every
@@ -14,6 +17,7 @@ registry (`components/common/registry.py`) reaches MLflow through `mlflow_client
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,8 +25,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from kiln.components.common.errors import UserError, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,29 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Log numeric metrics at an optional step."""
+
+    def log_history(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        """Log many steps' metrics at once: (step, {name: value}) rows (a replayed train log)."""
+        for step, metrics in rows:
+            self.log_metrics(metrics, step)
+
+    @contextlib.contextmanager
+    def system_metrics(self) -> Iterator[None]:
+        """Record the machine's CPU/GPU/memory/disk/network use while the block runs."""
+        yield
+
+    def log_model(
+        self,
+        model_dir: str | Path,
+        name: str,
+        *,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        skip: Iterable[str] = (),
+    ) -> str | None:
+        """Log a model directory as a model of this run; returns its id (None: not supported)."""
+        return None
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set string tags (lineage: dataset digest, code version, URIs...)."""
@@ -138,13 +168,42 @@ def resolve_tracking_uri(uri: str = "", workdir: str | Path = "kiln-work") -> st
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
 
 
+class StoreMissing(UserError):
+    """The local MLflow store that a read-only command was pointed at does not exist."""
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The sqlite file behind a `sqlite:///…` tracking URI (None for a server)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def check_store(tracking_uri: str) -> None:
+    """For readers: fail in seconds, in one line, when there is nothing to read at
+    `tracking_uri`, instead of creating an empty local store or retrying a dead server.
+
+    Raises:
+        StoreMissing: the local sqlite store does not exist (nothing was tracked there).
+        Unreachable: the tracking server does not accept connections.
+    """
+    local = local_store_path(tracking_uri)
+    if local is not None and not local.is_file():
+        raise StoreMissing(
+            f"no MLflow store at {local}: nothing was tracked there yet (run `kiln run` first, "
+            "or pass --tracking-uri / set MLFLOW_TRACKING_URI to your MLflow server)"
+        )
+    if tracking_uri.startswith(("http://", "https://")):
+        check_reachable(tracking_uri, "MLflow tracking server")
+
+
 def mlflow_client(tracking_uri: str) -> Any:
     """An `MlflowClient` for tracking and registry at `tracking_uri` (imports mlflow lazily)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    local = local_store_path(tracking_uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -217,6 +276,110 @@ class MlflowTracker(Tracker):
         ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
+
+    def log_history(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        now = int(time.time() * 1000)
+        items = [
+            self._Metric(k, v, now, step)
+            for step, metrics in rows
+            for k, v in _floats(metrics).items()
+            if not math.isinf(v)
+        ]
+        for i in range(0, len(items), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    @contextlib.contextmanager
+    def system_metrics(self) -> Iterator[None]:
+        """MLflow's system metrics (`system/cpu_utilization_percentage`, `system/gpu_0_…`, …) on
+        this run while the block runs; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL sets the period
+        (default 10 s) and MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false turns them off.
+
+        This is the monitor `mlflow.start_run(log_system_metrics=True)` starts, attached to the
+        run directly: the run is the pipeline's, and `mlflow.end_run` would end it with the step.
+        """
+        if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in ("false", "0"):
+            yield
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                self.run_id, resume_logging=True, tracking_uri=self.tracking_uri
+            )
+        except Exception as e:  # psutil missing, or no access to the devices
+            log.warning("no MLflow system metrics (they need psutil): %s", e)
+            yield
+            return
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    def log_model(
+        self,
+        model_dir: str | Path,
+        name: str,
+        *,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        skip: Iterable[str] = (),
+    ) -> str | None:
+        """Log `model_dir` as an MLflow 3 LoggedModel of this run (its output), READY when done.
+
+        Args:
+            model_dir: the files to attach as the model's artifacts.
+            name: the logged model's name (the registered model's name reads best).
+            params: model parameters (flattened like run params).
+            tags: lineage tags.
+            metrics: values linked to the model and the run (the model page lists them).
+            skip: file names under `model_dir` not to upload (e.g. weights kept elsewhere).
+
+        Returns:
+            The model id: register it with `ModelRegistry.register(..., model_id=…)`.
+        """
+        from mlflow.entities import LoggedModelOutput
+
+        run = self.client.get_run(self.run_id)
+        model = self.client.create_logged_model(
+            run.info.experiment_id,
+            name=name,
+            source_run_id=self.run_id,
+            tags={k: redact(str(v)) for k, v in (tags or {}).items()},
+            params=flatten(params or {}),
+            model_type="kiln-llama",
+        )
+        try:
+            self._upload_model_files(model.model_id, Path(model_dir), set(skip))
+            now = int(time.time() * 1000)
+            items = [
+                self._Metric(k, v, now, 0, model_id=model.model_id)
+                for k, v in _floats(metrics or {}).items()
+                if not math.isinf(v)
+            ]
+            if items:
+                self.client.log_batch(self.run_id, metrics=items)
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
+        except Exception:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        return model.model_id
+
+    def _upload_model_files(self, model_id: str, model_dir: Path, skip: set[str]) -> None:
+        if not skip:
+            self.client.log_model_artifacts(model_id, str(model_dir))
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kiln-model-") as tmp:  # the kept (small) files
+            for path in model_dir.rglob("*"):
+                rel = path.relative_to(model_dir)
+                if path.is_file() and rel.as_posix() not in skip:
+                    (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, Path(tmp) / rel)
+            self.client.log_model_artifacts(model_id, tmp)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         items = [self._RunTag(k, redact(str(v))) for k, v in tags.items()]

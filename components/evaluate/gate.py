@@ -8,14 +8,17 @@ Every check produces one human-readable line; the verdict fails when any check f
 
 Checks: the metrics are finite; `eval.max_val_loss` and `eval.max_bits_per_byte` when set (> 0);
 with a baseline, the val loss is at least `eval.baseline_margin` nats below the baseline's.
-The registry's champion gate (`ModelRegistry.promote_if_better`) is a second, separate check at
-publish time: it compares with the current champion on the same validation set.
+Who becomes `champion` is decided at publish time, after this gate passed, by one of two rules:
+with a champion, the registry's gate (`ModelRegistry.promote_if_better`: a better val loss than
+the champion's on the same validation set); with none yet, `unigram_rule` here (a val loss at
+least `eval.unigram_margin` below the unigram baseline of the model's own tokenizer), so a model
+that learned nothing from context never becomes the first champion.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from kiln.components.common.config import EvalConfig
 
@@ -67,3 +70,29 @@ def gate_verdict(
             f"eval.baseline_margin {cfg.baseline_margin:.4f} (improvement {gain:+.4f})",
         )
     return {"passed": not failed, "reasons": reasons, "failed": failed}
+
+
+class Rule(NamedTuple):
+    """A champion rule's verdict and the sentence that explains it."""
+
+    passed: bool
+    reason: str
+
+
+def unigram_rule(metrics: dict[str, float], margin: float) -> Rule:
+    """May the first champion be this model? Only if its val loss is at least `margin` (a
+    fraction) below `unigram_loss`, the unigram baseline of its tokenizer on the same tokens."""
+    loss, base = metrics.get("val_loss"), metrics.get("unigram_loss")
+    need = f"needs {100 * margin:g}% below, eval.unigram_margin"
+    if base is None or loss is None:
+        return Rule(
+            False,
+            "the eval report has no unigram baseline (an older `kiln evaluate` wrote it); "
+            "evaluate again to let this version become the first champion",
+        )
+    if not (math.isfinite(loss) and base > 0):
+        return Rule(False, f"val_loss {loss} is not comparable with the unigram baseline {base}")
+    gain = (base - loss) / base
+    where = f"{100 * gain:.1f}% below" if gain >= 0 else f"{100 * -gain:.1f}% above"
+    line = f"val_loss {loss:.4f} is {where} the unigram baseline {base:.4f} of its tokenizer"
+    return Rule(gain >= margin, f"{line} ({need})")

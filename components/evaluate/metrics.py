@@ -7,6 +7,12 @@ sampling: the same shards always give the same numbers). For the N scored target
     val_loss      = Σ nats / N                      (mean cross-entropy, natural log)
     perplexity    = exp(val_loss)
     bits_per_byte = Σ nats / ln 2 / Σ bytes(target)
+    unigram_loss  = −Σ_v p(v) ln p(v), p(v) = count(v) / N   (over the same N targets)
+
+`unigram_loss` is the baseline of the model's own tokenizer: the loss of a model that knows the
+exact frequency of every token in this held-out text but uses no context. It is measured in the
+same unit on the same targets as val_loss, so a model that learned anything from context is
+below it (the publish gate asks for a margin: `eval.unigram_margin`).
 
 `bytes(id)` is the length in UTF-8 bytes of the text that token decodes to. For Kiln's byte-level
 BPE every character of a token's vocabulary string stands for exactly one byte, so the count is
@@ -39,6 +45,7 @@ class HeldOut:
     bits_per_byte: float
     tokens: int  # target tokens scored
     bytes: int  # UTF-8 bytes those targets decode to
+    unigram_loss: float  # entropy of those targets' unigram distribution, nats/token
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -47,6 +54,7 @@ class HeldOut:
             "bits_per_byte": self.bits_per_byte,
             "val_tokens": self.tokens,
             "val_bytes": self.bytes,
+            "unigram_loss": self.unigram_loss,
         }
 
 
@@ -119,6 +127,7 @@ def held_out_metrics(
     model.eval()
     nats = 0.0
     n_tokens = n_bytes = 0
+    counts = np.zeros(len(byte_lengths), dtype=np.int64)  # occurrences of each target id
     batch: list[np.ndarray] = []
 
     def flush() -> None:
@@ -140,7 +149,9 @@ def held_out_metrics(
         m = torch.from_numpy(mask.reshape(-1)).to(device)
         nats += float(loss[m].double().sum())
         n_tokens += int(mask.sum())
-        n_bytes += int(byte_lengths[ids[:, 1:][mask]].sum())
+        targets = ids[:, 1:][mask]
+        n_bytes += int(byte_lengths[targets].sum())
+        np.add(counts, np.bincount(targets, minlength=len(counts)), out=counts)
         batch.clear()
 
     for window in _windows(shard_files, seq_len, max_tokens):
@@ -153,4 +164,12 @@ def held_out_metrics(
         raise ValueError(f"no held-out tokens to score in {[str(p) for p in shard_files]}")
     loss = nats / n_tokens
     bpb = nats / math.log(2) / n_bytes if n_bytes else float("inf")
-    return HeldOut(loss, math.exp(min(loss, 700.0)), bpb, n_tokens, n_bytes)
+    return HeldOut(
+        loss, math.exp(min(loss, 700.0)), bpb, n_tokens, n_bytes, unigram_entropy(counts)
+    )
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the distribution `counts` / Σ counts (0 × ln 0 counts as 0)."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

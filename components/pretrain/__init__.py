@@ -7,9 +7,9 @@
     result = launch(cfg, "data/tokens", "runs/r1")            # cfg.dist.workers Ray Train workers
 
 Modules: `model` (the network only), `train` (the loop), `optim`, `data`, `checkpoint`,
-`runtime`, `ray_launch`, `export` (Hugging Face format), `throughput`. The export is imported
-lazily, so importing the package (the KFP component, at pipeline compile time) does not import
-torch.
+`runtime`, `train_log` (the per-step record), `ray_launch`, `export` (Hugging Face format),
+`throughput`. The export is imported lazily, so importing the package (the KFP component, at
+pipeline compile time) does not import torch.
 """
 
 

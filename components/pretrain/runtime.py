@@ -1,13 +1,13 @@
 """What differs between a plain process and a Ray Train worker, and what a run returns.
 
 `Runtime` is a plain single process; `ray_launch.RayRuntime` overrides where checkpoints go and
-come from. `train_log.jsonl` (rank 0) holds every step's loss, the record exact-resume checks use.
+come from. `train_log.jsonl` (rank 0, see `train_log.py`) holds every step's loss, the record
+exact-resume checks use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +16,9 @@ from typing import Protocol
 import torch
 
 from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.train_log import TRAIN_LOG, read_train_log
 
-TRAIN_LOG = "train_log.jsonl"
+__all__ = ["TRAIN_LOG", "NonFiniteError", "Runtime", "Tracker", "TrainResult", "read_train_log"]
 
 
 class NonFiniteError(RuntimeError):
@@ -64,14 +65,3 @@ class TrainResult:
     skipped_steps: int
     rollbacks: int
     tokens_per_second: float
-
-
-def read_train_log(output_dir: str | Path) -> dict[int, float]:
-    """Per-step losses from `train_log.jsonl`; after a restart, the last record of a step wins."""
-    losses: dict[int, float] = {}
-    path = Path(output_dir) / TRAIN_LOG
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            losses[rec["step"]] = rec["loss"]
-    return losses

@@ -16,12 +16,17 @@ Where training runs follows `cfg.dist` (set from the pipeline's parameters):
 - `workers` > 0: Ray Train with that many workers, on a local Ray (or `ray://`/`auto`).
 - `workers` == 0: one plain process, this one.
 
-A re-run of the step with the same output directory resumes from its latest checkpoint. Step-wise
-losses go to the pipeline's MLflow run, with the loss curve (PNG) and the resolved config.
+A re-run of the step with the same output directory resumes from its latest checkpoint. The
+pipeline's MLflow run gets the training metrics (`train/loss`, `train/lr`, `train/grad_norm`,
+`train/tokens_per_sec`, `train/mfu` on GPUs, `train/skipped_steps`, `val/loss`,
+`val/bits_per_byte`): live from a plain process, else replayed from train_log.jsonl when the
+training ends; MLflow's system metrics (`system/…`) while training runs on this machine; the
+training curve (PNG: loss, validation points, learning rate) and the resolved config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +38,13 @@ from kiln.components.common.config import with_changes
 from kiln.components.common.pipeline_run import step_config, step_tracker
 from kiln.components.common.tracking import Tracker
 from kiln.components.pretrain import checkpoint as ckpt
-from kiln.components.pretrain.runtime import TRAIN_LOG, read_train_log
+from kiln.components.pretrain.train_log import (
+    TRAIN_LOG,
+    plot_curve,
+    read_records,
+    read_train_log,
+    step_metrics,
+)
 
 log = logging.getLogger("kiln.pretrain")
 SHARED_DIR_ENV = "KILN_SHARED_DIR"
@@ -99,6 +110,15 @@ def _submit_via_s3(
     return str(final) if final else None
 
 
+def _trains_here(cfg) -> bool:
+    """Whether training runs on this machine (a plain process or a private local Ray)."""
+    if cfg.dist.ray_address.startswith(("http://", "https://")):
+        return False
+    if cfg.dist.workers == 0:
+        return True
+    return (cfg.dist.ray_address or os.environ.get("RAY_ADDRESS", "local")) == "local"
+
+
 def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tuple[str | None, bool]:
     """Run training where `cfg.dist` says; returns (final checkpoint, metrics already tracked)."""
     resume = _has_run(out)
@@ -116,32 +136,16 @@ def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tupl
     return pretrain(cfg, tokens, out, resume=resume, tracker=tracker).checkpoint, True
 
 
-def _log_curve(out: Path, tracker: Tracker, log_steps: bool) -> None:
-    """Per-step losses from train_log.jsonl into the run (when the trainer could not), and a PNG."""
-    losses = read_train_log(out)
-    if not losses:
+def _log_curve(out: Path, tracker: Tracker, replay: bool) -> None:
+    """The run's metrics from train_log.jsonl into the tracker (when the trainer could not log
+    them live: Ray workers) and the training curve PNG."""
+    records = read_records(out / TRAIN_LOG)
+    if not records:
         return
-    if log_steps:
-        for step, loss in sorted(losses.items()):
-            tracker.log_metrics({"train/loss": loss}, step)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the curve is a convenience; the metrics above are the record
-        log.warning("matplotlib is not installed: no loss-curve PNG")
-        return
-    steps = sorted(losses)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [losses[s] for s in steps], linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss (nats/token)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curve.png", dpi=100)
-    plt.close(fig)
-    tracker.log_artifact(out / "loss_curve.png", "train")
+    if replay:
+        tracker.log_history((r["step"], step_metrics(r)) for r in records)
+    if plot_curve(out / TRAIN_LOG, out / "loss_curve.png") is not None:
+        tracker.log_artifact(out / "loss_curve.png", "train")
 
 
 def pretrain_step(
@@ -165,12 +169,13 @@ def pretrain_step(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     tracker = step_tracker(cfg, run_id)
-    final, tracked = _train(cfg, tokens, out, tracker, run_id)
+    with tracker.system_metrics() if _trains_here(cfg) else contextlib.nullcontext():
+        final, tracked = _train(cfg, tokens, out, tracker, run_id)
     if final is None:
         raise RuntimeError(f"training wrote no checkpoint under {out}; see the log above")
     tokenizer = tokens / "tokenizer.json"
     model_dir = export_checkpoint(final, out / "model", tokenizer if tokenizer.exists() else None)
-    _log_curve(out, tracker, log_steps=not tracked)
+    _log_curve(out, tracker, replay=not tracked)
     tracker.log_artifact(out / "config.json", "train")
     losses = read_train_log(out)
     summary = {

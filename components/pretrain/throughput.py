@@ -1,15 +1,16 @@
 """Throughput, MFU and the training progress line.
 
 MFU = achieved model FLOP/s ÷ peak FLOP/s. Model FLOPs per token follow PaLM (appendix B):
-6·N + 12·L·H·Q·T. The peak is the datasheet dense bf16 figure for a known GPU, or, on CPU, a
-measured fp32 matmul rate of this machine (so CPU MFU says how well we use the cores we have).
+6·N + 12·L·H·Q·T. The peak is the datasheet dense bf16 figure of the GPU. A CPU has no such
+figure, and a short measured matmul rate is no ceiling (MFU against one swung far past 100% for
+the same model), so on CPU there is no MFU: the progress line and the tracker show tokens/s.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import sys
-import time
 
 import torch
 
@@ -30,27 +31,42 @@ GPU_PEAK_BF16 = {
 
 
 @functools.cache
-def peak_flops(device_type: str, device_index: int = 0) -> float:
-    """Peak FLOP/s of the device training runs on."""
-    if device_type == "cuda":
-        name = torch.cuda.get_device_name(device_index)
-        for key, flops in GPU_PEAK_BF16.items():
-            if key in name:
-                return flops
-        return 312e12  # unknown GPU: assume A100-class rather than report nonsense
-    return measured_cpu_matmul_flops()
+def peak_flops(device_type: str, device_index: int = 0) -> float | None:
+    """Peak FLOP/s of the device training runs on; None on CPU (no meaningful peak)."""
+    if device_type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device_index)
+    for key, flops in GPU_PEAK_BF16.items():
+        if key in name:
+            return flops
+    return 312e12  # unknown GPU: assume A100-class rather than report nonsense
 
 
-@functools.cache
-def measured_cpu_matmul_flops(n: int = 512, seconds: float = 0.3) -> float:
-    """fp32 matmul FLOP/s of this CPU with the current torch thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm up the kernels
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / elapsed
+def mfu(tokens_per_sec: float, flops_per_token: float, peak: float | None, world: int = 1):
+    """Model FLOPs utilization in [0, 1] against `world` devices of `peak`; None without a peak."""
+    if not peak:
+        return None
+    return tokens_per_sec * flops_per_token / (peak * world)
+
+
+def progress_text(
+    step: int,
+    total: int,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    tokens_per_sec: float,
+    utilization: float | None,
+    eta_seconds: float,
+) -> str:
+    """The training progress line (MFU only where there is a peak to measure it against)."""
+    ppl = math.exp(min(loss, 50))
+    mfu_part = f" | MFU {100 * utilization:.1f}%" if utilization is not None else ""
+    return (
+        f"step {step}/{total} | loss {loss:.4f} | ppl {ppl:.1f} | lr {lr:.2e} | "
+        f"gnorm {grad_norm:.2f} | {tokens_per_sec:,.0f} tok/s{mfu_part} | "
+        f"ETA {format_duration(eta_seconds)}"
+    )
 
 
 def format_duration(seconds: float) -> str:

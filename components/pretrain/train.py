@@ -6,7 +6,8 @@
 What differs between the two lives in a `Runtime` (rank, device, where checkpoints go and come
 from); parallelism (DDP or FSDP2) is applied from outside the model when a process group exists.
 Each optimizer step: `accum` micro-batches → reduced loss → guarded clip + AdamW step (NaN/inf steps
-are skipped) → progress/metrics → periodic validation, samples and checkpoints.
+are skipped) → progress/metrics → periodic validation, samples and checkpoints. Rank 0 appends
+the step's record to `train_log.jsonl` (see train_log.py), cut back to the resume point first.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
+import functools
 import logging
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -32,14 +33,9 @@ from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import TokenLoader
 from kiln.components.pretrain.model import Llama
 from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
-from kiln.components.pretrain.runtime import (
-    TRAIN_LOG,
-    NonFiniteError,
-    Runtime,
-    Tracker,
-    TrainResult,
-)
-from kiln.components.pretrain.throughput import ProgressLine, format_duration, peak_flops
+from kiln.components.pretrain.runtime import NonFiniteError, Runtime, Tracker, TrainResult
+from kiln.components.pretrain.throughput import ProgressLine, mfu, peak_flops, progress_text
+from kiln.components.pretrain.train_log import TRAIN_LOG, append_record, step_metrics, truncate
 from kiln.components.tokenization.manifest import read_manifest, shard_paths
 
 log = logging.getLogger("kiln.train")
@@ -102,6 +98,13 @@ def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Mod
     )
 
 
+class Validation(NamedTuple):
+    """One periodic validation pass."""
+
+    loss: float  # mean cross-entropy, nats/token
+    bits_per_byte: float | None  # None when the tokens directory has no tokenizer.json
+
+
 def local_param_count(model: torch.nn.Module) -> int:
     """Parameter elements this rank holds: all of them, or its shards under FSDP."""
     return sum(
@@ -152,7 +155,7 @@ class Trainer:
         self.loss_ema: float | None = None
         self.snapshot: dict[str, Any] | None = None
         self.flops_per_token = self.model.flops_per_token(d.seq_len)
-        self.peak = peak_flops(self.device.type, self.device.index or 0)
+        self.peak = peak_flops(self.device.type, self.device.index or 0)  # None on CPU: no MFU
 
     # --------------------------------------------------------------------------- setup helpers
     def _autocast(self):
@@ -202,6 +205,8 @@ class Trainer:
 
     def load(self, directory: Path) -> None:
         parts = ckpt.read_checkpoint(directory, tied=self.cfg.model.tie_embeddings)
+        saved = parts["config"].get("model", {})
+        ckpt.check_same_model(directory, saved, dataclasses.asdict(self.model_cfg))
         set_state_dict(
             self.model,
             self.optimizer,
@@ -240,8 +245,20 @@ class Trainer:
             }
 
     # ------------------------------------------------------------------------- evaluation
+    @functools.cached_property
+    def token_bytes(self) -> torch.Tensor | None:
+        """UTF-8 bytes each token id decodes to (for bits per byte); None without a tokenizer."""
+        tok_file = self.tokens_dir / "tokenizer.json"
+        if not tok_file.exists():
+            return None
+        from kiln.components.evaluate.metrics import token_byte_lengths
+
+        lengths = token_byte_lengths(tok_file, self.model_cfg.vocab_size)
+        return torch.from_numpy(lengths).to(self.device)
+
     @torch.no_grad()
-    def evaluate(self) -> float | None:
+    def evaluate(self) -> Validation | None:
+        """Loss and bits per byte on `train.eval_batches` batches of the val split (all ranks)."""
         if not self.has_val:
             return None
         d, t = self.cfg.data, self.cfg.train
@@ -258,13 +275,28 @@ class Trainer:
             log.warning("skipping validation: %s", e)
             self.has_val = False
             return None
+        lengths = self.token_bytes
         self.model.eval()
-        total = torch.zeros((), device=self.device)
+        # Σ nats, target tokens, Σ target bytes: summed over batches, then over ranks.
+        totals = torch.zeros(3, device=self.device, dtype=torch.float64)
         for _ in range(t.eval_batches):
             x, y = val.next_batch()
-            total += self.loss(x.to(self.device), y.to(self.device))
+            x, y = x.to(self.device), y.to(self.device)
+            with self.autocast():
+                logits = self.fwd(x)  # (B, T, V)
+            nats = F.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            )
+            totals[0] += nats.double().sum()
+            totals[1] += nats.numel()
+            if lengths is not None:
+                totals[2] += lengths[y].sum()
         self.model.train()
-        return float(self._all_mean(total / t.eval_batches))
+        if self.world > 1:
+            dist.all_reduce(totals)
+        nats_sum, count, n_bytes = totals.tolist()
+        bpb = nats_sum / math.log(2) / n_bytes if lengths is not None and n_bytes else None
+        return Validation(nats_sum / count, bpb)
 
     @torch.no_grad()
     def samples(self) -> list[str]:
@@ -360,13 +392,28 @@ class Trainer:
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optim"])
         self.step = snap["trainer"]["step"]
+        self._cut_train_log()
         return True
+
+    def _cut_train_log(self, checkpoint: Path | None = None) -> None:
+        """Rank 0: end train_log.jsonl at `self.step` (the resume or rollback point), so that
+        steps run again are not logged twice. Without a log here (a fresh pod resuming from S3),
+        start from the copy the checkpoint carries."""
+        if self.rank != 0:
+            return
+        path = Path(self.runtime.output_dir) / TRAIN_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() and checkpoint is not None and (checkpoint / TRAIN_LOG).exists():
+            shutil.copyfile(checkpoint / TRAIN_LOG, path)
+        if dropped := truncate(path, self.step):
+            log.info("train log: dropped %d records after step %d", dropped, self.step)
 
     def fit(self) -> TrainResult:
         t = self.cfg.train
         with self.runtime.restore() as directory:
             if directory is not None:
                 self.load(Path(directory))
+            self._cut_train_log(Path(directory) if directory is not None else None)
         if self.rank == 0:
             log.info(
                 "model %.2fM params, %d tokens/step (%d micro-batches × %d seq × %d workers), %d steps, device %s",
@@ -379,8 +426,6 @@ class Trainer:
                 self.device,
             )
         train_log = Path(self.runtime.output_dir) / TRAIN_LOG if self.rank == 0 else None
-        if train_log:
-            train_log.parent.mkdir(parents=True, exist_ok=True)
         losses: dict[int, float] = {}
         progress = ProgressLine(t.max_steps, enabled=self.rank == 0)
         start_step, t0 = self.step, time.perf_counter()
@@ -397,55 +442,47 @@ class Trainer:
             self.step += 1
             window_steps += 1
             losses[self.step] = loss
-            if train_log:
-                with open(train_log, "a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": self.step,
-                                "loss": loss,
-                                "grad_norm": norm,
-                                "skipped": not stepped,
-                                "time": round(time.time(), 4),  # wall clock at the step's end
-                            }
-                        )
-                        + "\n"
-                    )
+            record: dict[str, Any] = {
+                "step": self.step,
+                "loss": loss,
+                "grad_norm": norm,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "skipped": not stepped,
+                "skipped_steps": self.skipped,
+                "rollbacks": self.rollbacks,
+                "time": round(time.time(), 4),  # wall clock at the step's end
+            }
             last = self.step == stop
-            if self.step % t.log_every == 0 or last:
+            log_now = self.step % t.log_every == 0 or last
+            if log_now:
                 now = time.perf_counter()
                 tok_s = window_steps * self.tokens_per_step / (now - window_t)
-                eta = (t.max_steps - self.step) * (now - t0) / max(1, self.step - start_step)
-                metrics = {
-                    "train/loss": loss,
-                    "train/perplexity": math.exp(min(loss, 50)),
-                    "train/lr": self.optimizer.param_groups[0]["lr"],
-                    "train/grad_norm": norm,
-                    "train/tokens_per_second": tok_s,
-                    "train/mfu": tok_s * self.flops_per_token / (self.peak * self.world),
-                    "train/skipped_steps": self.skipped,
-                }
+                record["tokens_per_sec"] = tok_s
+                utilization = mfu(tok_s, self.flops_per_token, self.peak, self.world)
+                if utilization is not None:
+                    record["mfu"] = utilization
                 window_t, window_steps = now, 0
                 if self.rank == 0:
-                    line = (
-                        f"step {self.step}/{t.max_steps} | loss {loss:.4f} | ppl {metrics['train/perplexity']:.1f} | "
-                        f"lr {metrics['train/lr']:.2e} | gnorm {norm:.2f} | {tok_s:,.0f} tok/s | "
-                        f"MFU {100 * metrics['train/mfu']:.1f}% | ETA {format_duration(eta)}"
+                    eta = (t.max_steps - self.step) * (now - t0) / max(1, self.step - start_step)
+                    line = progress_text(
+                        self.step, t.max_steps, loss, record["lr"], norm, tok_s, utilization, eta
                     )
                     progress.update(self.step, line) if progress.live else log.info(line)
-                    if self.tracker:
-                        self.tracker.log_metrics(metrics, self.step)
-            if (t.eval_every and self.step % t.eval_every == 0) or last:
-                val_loss = self.evaluate()
-                if val_loss is not None and self.rank == 0:
-                    log.info(
-                        "step %d: val loss %.4f (ppl %.2f)",
-                        self.step,
-                        val_loss,
-                        math.exp(min(val_loss, 50)),
-                    )
-                    if self.tracker:
-                        self.tracker.log_metrics({"val/loss": val_loss}, self.step)
+            eval_now = (t.eval_every and self.step % t.eval_every == 0) or last
+            val = self.evaluate() if eval_now else None
+            if val is not None:
+                val_loss = record["val_loss"] = val.loss
+                bpb = ""
+                if val.bits_per_byte is not None:
+                    record["val_bits_per_byte"] = val.bits_per_byte
+                    bpb = f", {val.bits_per_byte:.3f} bits/byte"
+                if self.rank == 0:
+                    ppl = math.exp(min(val.loss, 50))
+                    log.info("step %d: val loss %.4f (ppl %.2f%s)", self.step, val.loss, ppl, bpb)
+            if train_log:
+                append_record(train_log, record)  # before the checkpoint, which copies the log
+            if self.tracker and self.rank == 0 and (log_now or val is not None):
+                self.tracker.log_metrics(step_metrics(record), self.step)
             if (t.sample_every and self.step % t.sample_every == 0) or last:
                 samples = self.samples()
                 for s in samples:

@@ -106,38 +106,8 @@ def checkpoints_index(train_dir: str | Path | None) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(train_log: str | Path, out_png: str | Path) -> Path | None:
-    """Plot training loss per step from `train_log.jsonl` into a PNG; None when there is no log.
+    """The training curve of `train_log.jsonl` (loss, validation points, learning rate) as a PNG;
+    None when there is no log (see `pretrain.train_log.plot_curve`)."""
+    from kiln.components.pretrain.train_log import plot_curve
 
-    After a restart the last record of a step wins (as in `pretrain.train.read_train_log`).
-    """
-    train_log = Path(train_log)
-    if not train_log.exists():
-        return None
-    losses: dict[int, float] = {}
-    for n, line in enumerate(train_log.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-                losses[int(rec["step"])] = float(rec["loss"])
-            except (ValueError, KeyError) as e:
-                raise ValueError(
-                    f"{train_log}:{n}: expected a JSON record with step and loss"
-                ) from e
-    if not losses:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in pods and CI
-    import matplotlib.pyplot as plt
-
-    steps = sorted(losses)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, [losses[s] for s in steps], linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.set_title("Kiln pretraining loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_png, format="png")
-    plt.close(fig)
-    return Path(out_png)
+    return plot_curve(train_log, out_png)

@@ -15,9 +15,11 @@ Order matters, so a failure never leaves a half-published model that looks compl
    nothing is logged to MLflow and nothing is registered.
 2. **Track**: eval metrics, params (the resolved config), lineage tags and artifacts on the MLflow
    run (`run_id`, else $MLFLOW_RUN_ID, else a new run).
-3. **Register** a version of `tracking.model_name` whose source is `OUTPUT/model`, alias
-   `candidate`; `champion` moves only when the eval gate passed and the registry's gate agrees
-   (better `tracking.gate_metric` than the champion's on the same val set, or no champion).
+3. **Register** the model as an MLflow 3 LoggedModel of the run, and a version of
+   `tracking.model_name` linked to it whose source is `OUTPUT/model`, alias `candidate`;
+   `champion` moves only when the eval gate passed and then, with a champion, the version beats
+   it on `tracking.gate_metric` on the same val set, or, with none yet, its val loss is
+   `eval.unigram_margin` below the unigram baseline of its tokenizer (`track.decide_champion`).
    Idempotent: the version is keyed by the MLflow run id (or, without one, by the weights'
    sha256), so publishing the same run again returns the existing version.
 4. **Serve**: the KServe InferenceService for the version, uploaded to
@@ -147,8 +149,8 @@ def publish(
 
     Returns:
         {"model_uri", "output_uri", "report_uri", "files": {uri: sha256}, "training_run_id",
-         "mlflow_run_id", "registered": {"name", "version", "aliases", "created"} | None,
-         "champion": {"moved", "reason"}, "inference_service": uri | None}
+         "mlflow_run_id", "registered": {"name", "version", "aliases", "created", "model_id"}
+         | None, "champion": {"moved", "rule", "reason"}, "inference_service": uri | None}
 
     Raises:
         FileNotFoundError: an incomplete model directory or a missing eval.json.
@@ -188,13 +190,17 @@ def publish(
         "training_run_id": training_run_id,
         "mlflow_run_id": tracked.run_id or "",
         "registered": None,
-        "champion": {"moved": False, "reason": "tracking is off: nothing registered"},
+        "champion": {
+            "moved": False,
+            "rule": "tracking",
+            "reason": "tracking is off: nothing registered",
+        },
         "inference_service": None,
     }
     try:
         if cfg.tracking.backend == "mlflow":
             reg, champion = register_version(
-                cfg, report, tags, name, training_run_id, tracked, workdir
+                cfg, report, tags, name, training_run_id, tracked, workdir, model_dir=model
             )
             result["registered"], result["champion"] = reg, champion
             alias = "champion" if "champion" in reg["aliases"] else "candidate"

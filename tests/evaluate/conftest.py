@@ -37,9 +37,12 @@ TINY = [
 ]
 
 
-def train_model(tokens_dir: Path, out: Path, steps: int) -> Path:
-    """Train the tiny model for `steps` steps and export it; returns the HF model dir."""
-    cfg = load_config("tiny", overrides=[*TINY, f"train.max_steps={steps}", "train.ckpt_every=10"])
+def train_model(tokens_dir: Path, out: Path, steps: int, *overrides: str) -> Path:
+    """Train the tiny model for `steps` steps (with `overrides` on top of TINY) and export it;
+    returns the HF model dir."""
+    cfg = load_config(
+        "tiny", overrides=[*TINY, f"train.max_steps={steps}", "train.ckpt_every=10", *overrides]
+    )
     result = pretrain(cfg, tokens_dir, out)
     return export_checkpoint(result.checkpoint, out / "model", tokens_dir / "tokenizer.json")
 

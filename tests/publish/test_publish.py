@@ -74,11 +74,11 @@ def test_publish_uploads_tracks_registers(
     assert "runs/r1/model/_KILN_MANIFEST.json" in objects and storage.is_committed(out["model_uri"])
     assert "runs/r1/report/loss_curve.png" in objects and "runs/r1/report/eval.json" in objects
     index = json.loads(objects["runs/r1/report/checkpoints.json"])
-    assert [c["name"] for c in index] == ["step_10", "step_20", "step_30"]
-    latest = good_run["train"] / "checkpoints" / "step_30" / "model.safetensors"
+    assert [c["name"] for c in index] == ["step_20", "step_40", "step_60"]
+    latest = good_run["train"] / "checkpoints" / "step_60" / "model.safetensors"
     assert index[-1]["files"]["model.safetensors"]["sha256"] == storage.sha256_file(latest)
-    assert "runs/r1/checkpoints/step_30/optimizer.pt" in objects  # upload_checkpoints=latest
-    assert not any(k.startswith("runs/r1/checkpoints/step_10/") for k in objects)
+    assert "runs/r1/checkpoints/step_60/optimizer.pt" in objects  # upload_checkpoints=latest
+    assert not any(k.startswith("runs/r1/checkpoints/step_20/") for k in objects)
 
     # MLflow run: eval metrics, params (resolved config), lineage tags, artifacts.
     client = MlflowClient()
@@ -106,7 +106,8 @@ def test_publish_uploads_tracks_registers(
     # Registry: one version whose source is the uploaded model, candidate + champion.
     reg = out["registered"]
     assert reg["created"] and reg["aliases"] == ["candidate", "champion"]
-    assert out["champion"] == {"moved": True, "reason": "no champion yet"}
+    assert out["champion"]["moved"] and out["champion"]["rule"] == "unigram baseline"
+    assert "below the unigram baseline" in out["champion"]["reason"]
     info = ModelRegistry().show(name, version=reg["version"])
     assert info["source"] == out["model_uri"] and info["mlflow_run_id"] == out["mlflow_run_id"]
     assert info["metrics"]["val_loss"] == pytest.approx(report["val_loss"])
@@ -150,6 +151,7 @@ def test_champion_moves_only_when_both_gates_pass(
     assert second["registered"]["aliases"] == ["candidate"]
     assert second["champion"] == {
         "moved": False,
+        "rule": "eval gate",
         "reason": "eval gate failed: val_loss 9 exceeds 1",
     }
     assert ModelRegistry().show(name, alias="champion")["version"] == first["registered"]["version"]

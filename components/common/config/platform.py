@@ -109,6 +109,14 @@ class EvalConfig(Section):
         "Gate, with a baseline: the val loss must be at least this much (nats) below the "
         "baseline's; negative tolerates a small regression.",
     )
+    unigram_margin: float = setting(
+        0.05,
+        "Champion rule while there is no champion: the val loss must be at least this fraction "
+        "below the unigram baseline of the model's own tokenizer (the entropy of the held-out "
+        "tokens' frequencies, nats/token); 0.05 = 5% below.",
+        ge=0,
+        lt=1,
+    )
 
 
 @dataclass
