@@ -36,7 +36,7 @@ from kiln.components.common.config import EvalConfig
 from kiln.components.evaluate.gate import gate_verdict
 from kiln.components.evaluate.metrics import HeldOut, held_out_metrics, token_byte_lengths
 from kiln.components.evaluate.samples import generate_samples
-from kiln.components.tokenization.manifest import read_manifest
+from kiln.components.tokenization.manifest import read_manifest, verify_shards
 from kiln.components.tokenization.shards import sha256_file
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,7 @@ def evaluate(
     if not val:
         raise ValueError(f"{tokens}/manifest.json lists no 'val' shards: nothing held out")
     files = [tokens / e.file for e in val]
-    for path, entry in zip(files, val, strict=True):  # the digest must describe these bytes
-        if sha256_file(path) != entry.sha256:
-            raise ValueError(f"{path}: sha256 does not match {tokens}/manifest.json")
+    verify_shards(files)  # size, sha256, ids < vocabulary: the digest must describe these bytes
     device = _device(cfg.device)
     with tempfile.TemporaryDirectory(prefix="kiln-eval-") as tmp:
         model_path = _local_model(model_dir, tmp, tracking_uri, workdir)

@@ -37,6 +37,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from kiln.components.common.config import Config, from_dict
+from kiln.components.common.errors import UserError
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.runtime import Runtime
 from kiln.components.pretrain.train import Trainer, local_param_count
@@ -166,6 +167,20 @@ def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:
     return max(1, int(min(nodes, default=1)) // per_node)
 
 
+def _worker_cause(error: BaseException) -> Exception | None:
+    """The error a worker raised, when it is one the user can fix (a ValueError such as a
+    checkpoint of another model shape, a missing file, a damaged shard), so the CLI prints its
+    one-line message instead of Ray's report with every worker's traceback; else None."""
+    failures = getattr(error, "worker_failures", None)  # ray.train.WorkerGroupError
+    if not isinstance(error, ray.train.WorkerGroupError) or not failures:
+        return None
+    cause = failures[min(failures)]
+    cause = getattr(cause, "cause", None) or cause  # a RayTaskError wraps what the worker raised
+    if isinstance(cause, UserError | ValueError | FileNotFoundError):
+        return cause
+    return None
+
+
 def launch(
     cfg: Config, tokens_dir: str | Path, output_dir: str | Path, resume: bool = False
 ) -> LaunchResult:
@@ -214,9 +229,15 @@ def launch(
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except ray.train.TrainingFailedError as e:
+        cause = _worker_cause(e)
+        if cause is None:
+            raise
+        raise cause from None
     return LaunchResult(
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         metrics=dict(result.metrics or {}),

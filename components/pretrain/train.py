@@ -36,7 +36,8 @@ from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at,
 from kiln.components.pretrain.runtime import NonFiniteError, Runtime, Tracker, TrainResult
 from kiln.components.pretrain.throughput import ProgressLine, mfu, peak_flops, progress_text
 from kiln.components.pretrain.train_log import TRAIN_LOG, append_record, step_metrics, truncate
-from kiln.components.tokenization.manifest import read_manifest, shard_paths
+from kiln.components.tokenization.manifest import read_manifest, shard_paths, verify_shards
+from kiln.components.tokenization.shards import ShardError
 
 log = logging.getLogger("kiln.train")
 
@@ -150,6 +151,8 @@ class Trainer:
         )
         manifest = read_manifest(tokens_dir)
         self.has_val = bool(manifest.splits.get("val"))
+        if self.has_val:  # a damaged val shard fails now, not after the first eval_every steps
+            verify_shards(shard_paths(tokens_dir, "val"))
         self.eot_id = manifest.eot_id
         self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
         self.loss_ema: float | None = None
@@ -271,7 +274,9 @@ class Trainer:
                 self.world,
                 shuffle=False,
             )
-        except ValueError as e:
+        except ShardError:
+            raise  # damaged data is an error, never a reason to train on without validation
+        except ValueError as e:  # a val split smaller than one batch: train on, unvalidated
             log.warning("skipping validation: %s", e)
             self.has_val = False
             return None

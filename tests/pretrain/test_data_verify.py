@@ -82,3 +82,31 @@ def test_shards_without_a_manifest_or_not_listed_are_refused(tmp_path, tokens):
     with pytest.raises(ValueError, match=r"000001.bin: not listed in .*manifest.json"):
         verify_shards([tokens / "train/000001.bin"])
     TokenLoader([tmp_path / "loose/train/000000.bin"], 16, 2, verify=False)  # opted out
+
+
+def _flip(shard):
+    data = bytearray(shard.read_bytes())
+    data[HEADER_SIZE + 10] ^= 0x01
+    shard.write_bytes(bytes(data))
+
+
+def test_a_damaged_val_shard_stops_training_instead_of_skipping_validation(
+    tokens_dir, tiny_cfg, tmp_path
+):
+    import shutil
+
+    from kiln.components.pretrain.runtime import Runtime
+    from kiln.components.pretrain.train import Trainer
+    from kiln.components.tokenization.shards import ShardError
+
+    root = shutil.copytree(tokens_dir, tmp_path / "tokens")
+    val = sorted((root / "val").glob("*.bin"))[0]
+    _flip(val)
+    with pytest.raises(ShardError, match=rf"{val}: sha256 does not match"):
+        Trainer(tiny_cfg, root, Runtime(tmp_path / "a"))  # before the first step
+    _flip(val)  # restored: training starts; damaged again mid-run, evaluation refuses it
+    trainer = Trainer(tiny_cfg, root, Runtime(tmp_path / "b"))
+    _flip(val)
+    with pytest.raises(ShardError, match=rf"{val}: sha256 does not match"):
+        trainer.evaluate()
+    assert trainer.has_val

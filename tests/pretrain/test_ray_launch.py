@@ -117,6 +117,12 @@ def test_two_workers_resume_bit_identical(straight, tokens_dir, tmp_path):
     assert read_train_log(tmp_path) == losses
     resumed = final_weights(result, tmp_path)
     assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+    # Resuming with another model shape: the workers' own one-line error, not Ray's report.
+    cfg.model.dim, cfg.dist.max_failures, cfg.train.max_steps = 64, 0, 70
+    with pytest.raises(ValueError, match="different model shape") as info:
+        launch(cfg, tokens_dir, tmp_path, resume=True)
+    assert not isinstance(info.value, ray.train.TrainingFailedError)
+    assert "Traceback" not in str(info.value)
 
 
 def _train_workers() -> list[psutil.Process]:
