@@ -39,8 +39,9 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from kiln.components.common.config import Config, from_dict
 from kiln.components.common.errors import UserError
 from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain.placement import local_param_count
 from kiln.components.pretrain.runtime import Runtime
-from kiln.components.pretrain.train import Trainer, local_param_count
+from kiln.components.pretrain.train import Trainer
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"

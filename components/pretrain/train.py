@@ -1,10 +1,11 @@
 """The training loop: one function for a plain process and for every Ray Train worker.
 
-    result = train(cfg, tokens_dir="tokens/", output_dir="out/")               # one process
+    result = pretrain(cfg, tokens_dir="tokens/", output_dir="out/")            # one process
     # under Ray Train the same call runs on each worker with a RayRuntime (see ray_launch.py)
 
 What differs between the two lives in a `Runtime` (rank, device, where checkpoints go and come
-from); parallelism (DDP or FSDP2) is applied from outside the model when a process group exists.
+from); parallelism (DDP or FSDP2) is applied from outside the model when a process group exists
+(placement.py).
 Each optimizer step: `accum` micro-batches → reduced loss → guarded clip + AdamW step (NaN/inf steps
 are skipped) → progress/metrics → periodic validation, samples and checkpoints. Rank 0 appends
 the step's record to `train_log.jsonl` (see train_log.py), cut back to the resume point first.
@@ -28,11 +29,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from kiln.components.common.config import Config, ModelConfig
+from kiln.components.common.config import Config
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import TokenLoader
 from kiln.components.pretrain.model import Llama
 from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
+from kiln.components.pretrain.placement import (
+    local_tokens,
+    model_shape,
+    parallelize,
+)
 from kiln.components.pretrain.runtime import NonFiniteError, Runtime, Tracker, TrainResult
 from kiln.components.pretrain.throughput import ProgressLine, mfu, peak_flops, progress_text
 from kiln.components.pretrain.train_log import TRAIN_LOG, append_record, step_metrics, truncate
@@ -42,75 +48,11 @@ from kiln.components.tokenization.shards import ShardError
 log = logging.getLogger("kiln.train")
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return multiple * math.ceil(n / multiple)
-
-
-def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
-    """The tokenized dataset as a local directory: `s3://` inputs are downloaded (sha256-verified)
-    once per node into a cache, by the node's first worker while the others wait."""
-    uri = str(tokens_dir)
-    if not uri.startswith("s3://"):
-        return Path(tokens_dir)
-    import hashlib
-    import os
-
-    from kiln.components.common import storage  # only S3 inputs need the storage layer
-
-    cache_root = Path(os.environ.get("KILN_CACHE_DIR", Path.home() / ".cache" / "kiln"))
-    local = cache_root / "tokens" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if runtime.local_rank == 0 and not (local / "manifest.json").exists():
-        log.info("downloading %s to %s", uri, local)
-        partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
-        storage.download_dir(uri, partial, verify=True)
-        os.replace(partial, local)  # a cache entry is complete or absent
-    if runtime.world_size > 1:
-        dist.barrier()
-    return local
-
-
-def model_shape(cfg: ModelConfig, tokens_dir: str | Path) -> ModelConfig:
-    """The model to build: `cfg` with the vocabulary sized from the tokenized data (padded for
-    fast matmuls). A new ModelConfig: the run's config keeps what the user set."""
-    manifest = read_manifest(tokens_dir)
-    # Multiples of 64 keep large output matmuls fast; a tiny vocabulary only needs 8 (padding
-    # 65 character ids to 128 would double the output layer for nothing).
-    vocab = _round_up(manifest.vocab_size, 64 if manifest.vocab_size >= 1024 else 8)
-    return dataclasses.replace(cfg, vocab_size=vocab)
-
-
-def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """Wrap for data parallelism when a process group exists; returns the module to call forward on."""
-    if cfg.train.compile:
-        model.compile()  # in place: state-dict keys stay free of `_orig_mod.`
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return model
-    if cfg.dist.strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.layers:
-            fully_shard(block)
-        fully_shard(model)
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
-
-
 class Validation(NamedTuple):
     """One periodic validation pass."""
 
     loss: float  # mean cross-entropy, nats/token
     bits_per_byte: float | None  # None when the tokens directory has no tokenizer.json
-
-
-def local_param_count(model: torch.nn.Module) -> int:
-    """Parameter elements this rank holds: all of them, or its shards under FSDP."""
-    return sum(
-        p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters()
-    )
 
 
 class Trainer:

@@ -235,7 +235,8 @@ def test_the_vocabulary_from_the_tokenizer_is_not_written_back(tmp_path):
     """Training sizes the model from the manifest; `cfg` keeps the user's value, and the
     checkpoint (hence the exported Hugging Face config) records the model actually built."""
     from kiln.components.pretrain.export import export_checkpoint
-    from kiln.components.pretrain.train import model_shape, pretrain
+    from kiln.components.pretrain.placement import model_shape
+    from kiln.components.pretrain.train import pretrain
     from kiln.components.tokenization.manifest import Manifest, ShardEntry, write_manifest
     from kiln.components.tokenization.shards import write_shard
 
