@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from kiln.components.common.config import ModelConfig
 
@@ -167,6 +168,9 @@ class Llama(nn.Module):
         cos, sin = rope_tables(cfg.dim // cfg.n_heads, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # Recompute each block's activations during backward instead of keeping them (memory for
+        # about a third more compute); set from outside, like Hugging Face's gradient checkpointing.
+        self.checkpoint_layers = False
         self.init_weights()
 
     @torch.no_grad()
@@ -214,7 +218,10 @@ class Llama(nn.Module):
         cos = self.rope_cos[start : start + T, None]
         sin = self.rope_sin[start : start + T, None]
         for layer in self.layers:
-            x = layer(x, cos, sin, cache)
+            if self.checkpoint_layers and cache is None and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, cache)
         if cache is not None:
             cache.length += T
         return self.lm_head(self.norm(x))

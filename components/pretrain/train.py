@@ -77,6 +77,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = Llama(self.model_cfg)
         self.model.init_weights(seed=t.seed)  # identical on every rank and device
+        self.model.checkpoint_layers = t.activation_checkpointing
         self.model.to(self.device)
         self.fwd = parallelize(self.model, cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)

@@ -142,3 +142,11 @@ def test_lr_schedules():
     cfg.schedule, cfg.wsd_decay_frac = "wsd", 0.2
     assert lr_at(79, 100, cfg) == 1.0 and lr_at(100, 100, cfg) == pytest.approx(0.1)
     assert 0.1 < lr_at(90, 100, cfg) < 1.0
+
+
+def test_activation_checkpointing_trains_identically(tokens_dir, tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps, tiny_cfg.train.eval_every = 6, 0
+    plain = pretrain(tiny_cfg, tokens_dir, tmp_path / "plain")
+    tiny_cfg.train.activation_checkpointing = True
+    recomputed = pretrain(tiny_cfg, tokens_dir, tmp_path / "ckpt")
+    assert recomputed.losses == plain.losses
