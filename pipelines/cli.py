@@ -30,6 +30,7 @@ COMMANDS = [
     "publish",
     "generate",
     "config",
+    "plan",
     "models",
     "artifacts",
     "run",

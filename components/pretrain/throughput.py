@@ -14,20 +14,7 @@ import sys
 
 import torch
 
-# Dense bf16 tensor-core peaks (FLOP/s), from the vendors' datasheets.
-GPU_PEAK_BF16 = {
-    "H200": 989e12,
-    "H100 NVL": 835e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "GH200": 989e12,
-    "B200": 2250e12,
-    "A100": 312e12,
-    "A10G": 125e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "RTX 4090": 165e12,
-}
+from kiln.components.common.gpus import by_device_name
 
 
 @functools.cache
@@ -35,10 +22,9 @@ def peak_flops(device_type: str, device_index: int = 0) -> float | None:
     """Peak FLOP/s of the device training runs on; None on CPU (no meaningful peak)."""
     if device_type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device_index)
-    for key, flops in GPU_PEAK_BF16.items():
-        if key in name:
-            return flops
+    gpu = by_device_name(torch.cuda.get_device_name(device_index))
+    if gpu is not None:
+        return gpu.peak_bf16
     return 312e12  # unknown GPU: assume A100-class rather than report nonsense
 
 

@@ -1,0 +1,1 @@
+"""Planning before spending: `plan` (parameters, FLOPs, memory, time and cost of a config)."""

@@ -1,0 +1,120 @@
+"""`kiln plan`: parameters, FLOPs, memory per GPU, time and cost of a config, before any GPU is booked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kiln.components.common.gpus import GPUS
+from kiln.pipelines.commands.common import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="size a training run: parameters, FLOPs, memory per GPU, GPUs needed, time, cost",
+        description="Pre-flight arithmetic for a config (--preset, --config, --set as for `kiln "
+        "train`): parameter count (embedding and the rest), training tokens and FLOPs (6·N·D "
+        "plus attention, counted as the MFU meter counts them), memory per GPU for weights, "
+        "gradients, AdamW state and activations under DDP and FSDP2 with and without "
+        "activation checkpointing, the fewest GPUs each fits on, wall-clock on --gpus GPUs at "
+        "--mfu, GPU-hours and cost, and Chinchilla's compute-optimal token count (≈20 per "
+        "parameter). Training tokens are train.max_steps × global tokens per step unless "
+        "--tokens is given. The vocabulary is model.vocab_size (training sizes it from the "
+        "tokenizer).",
+        epilog="example: kiln plan --preset gpt2-124m --gpus 8 --gpu-type h100 --mfu 0.4",
+    )
+    add_config_args(p)
+    p.add_argument("--gpus", type=int, default=1, help="GPUs to train on (default 1)")
+    p.add_argument(
+        "--gpu-type",
+        default="h100",
+        choices=list(GPUS),
+        metavar="TYPE",
+        help=f"GPU model for peak FLOP/s and memory: {', '.join(GPUS)} (default h100)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=float,
+        default=0.4,
+        help="model FLOPs utilization to assume, in (0, 1] (default 0.4)",
+    )
+    p.add_argument(
+        "--usd-per-gpu-hour", type=float, default=None, metavar="USD", help="price for a cost line"
+    )
+    p.add_argument(
+        "--tokens",
+        type=float,
+        default=None,
+        help="training tokens (e.g. 2.5e9) instead of max_steps × tokens per step",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kiln.components.scaling.plan import make_plan
+
+    cfg = config_from_args(args)
+    if args.tokens is not None and args.tokens <= 0:
+        raise ValueError(f"--tokens must be positive, got {args.tokens:g}")
+    plan = make_plan(
+        cfg,
+        gpus=args.gpus,
+        gpu=args.gpu_type,
+        mfu=args.mfu,
+        usd_per_gpu_hour=args.usd_per_gpu_hour,
+        train_tokens=None if args.tokens is None else int(args.tokens),
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    print(render(plan))
+    return 0
+
+
+def _n(x: float) -> str:
+    """1.24e8 -> '124.0M'."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= size:
+            return f"{x / size:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _gb(b: float) -> str:
+    return f"{b / 1e9:.1f} GB"
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h" if h < 48 else f"{h / 24:.1f} days"
+
+
+def render(plan) -> str:
+    p = plan.params
+    ratio = plan.train_tokens / p.total
+    lines = [
+        f"parameters        {_n(p.total)} ({p.total:,}): embedding {_n(p.embedding)}, "
+        f"attention {_n(p.attention)}, MLP {_n(p.mlp)}, head {_n(p.head) if p.head else 'tied'}",
+        f"training tokens   {_n(plan.train_tokens)} ({plan.steps:,} steps × "
+        f"{plan.tokens_per_step:,} tokens, {ratio:.1f} per parameter; Chinchilla-optimal "
+        f"≈ {_n(plan.chinchilla_tokens)})",
+        f"training FLOPs    {plan.train_flops:.3g} ({plan.flops_per_token:.3g} per token: "
+        "6·N + attention)",
+        f"time              {_hours(plan.hours)} on {plan.gpus} × {plan.gpu} "
+        f"({plan.gpu_peak_bf16 / 1e12:.0f} TFLOP/s bf16) at {plan.mfu:.0%} MFU; "
+        f"{plan.gpu_hours:,.1f} GPU-hours"
+        + (f", ${plan.cost_usd:,.0f}" if plan.cost_usd is not None else ""),
+        "",
+        f"memory per GPU ({plan.gpus} × {plan.gpu}, {plan.gpu_memory_gb:g} GB; micro-batch "
+        f"{plan.micro_batch_size} × {plan.seq_len} tokens; bf16 autocast, AdamW):",
+        f"  {'strategy':12} {'weights':>9} {'grads':>9} {'AdamW':>9} {'activations':>12} "
+        f"{'total':>9}  fits  fewest GPUs",
+    ]
+    for key, m in plan.memory.items():
+        fewest = plan.smallest_fit[key]
+        lines.append(
+            f"  {key:12} {_gb(m.weights):>9} {_gb(m.gradients):>9} {_gb(m.optimizer):>9} "
+            f"{_gb(m.activations):>12} {_gb(m.total):>9}  {'yes' if plan.fits[key] else 'no ':4}"
+            f"  {fewest if fewest else 'none'}"
+        )
+    return "\n".join(lines)
