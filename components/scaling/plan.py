@@ -22,6 +22,7 @@ Every figure follows Kiln's own model and training loop, so a plan matches what 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -82,6 +83,31 @@ def count_params(cfg: ModelConfig) -> ParamCount:
         head=0 if cfg.tie_embeddings else cfg.vocab_size * d,
         layers=cfg.n_layers,
         dim=d,
+    )
+
+
+def chinchilla_optimal(flops: float) -> tuple[float, float]:
+    """(N, D) with D = 20·N and 6·N·D = flops: the published rule of thumb."""
+    n = math.sqrt(flops / (6 * CHINCHILLA_TOKENS_PER_PARAM))
+    return n, CHINCHILLA_TOKENS_PER_PARAM * n
+
+
+def shape_for_params(base: ModelConfig, params: float, head_dim: int = 64) -> ModelConfig:
+    """A shape of about `params` parameters in `base`'s family: depth L, width 64·L (heads of
+    `head_dim`), derived SwiGLU width, base's vocabulary, tying and GQA ratio; the depth whose
+    count comes closest wins."""
+    ratio = max(1, base.n_heads // base.n_kv_heads)
+
+    def shaped(layers: int) -> ModelConfig:
+        heads = max(1, 64 * layers // head_dim)
+        kv = heads // ratio if heads % ratio == 0 else heads  # keep GQA where it divides
+        return dataclasses.replace(
+            base, dim=64 * layers, n_layers=layers, n_heads=heads, n_kv_heads=kv, ffn_dim=0
+        )
+
+    return min(
+        (shaped(layers) for layers in range(1, 129)),
+        key=lambda c: abs(math.log(count_params(c).total / params)),
     )
 
 

@@ -48,6 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="training tokens (e.g. 2.5e9) instead of max_steps × tokens per step",
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="FLOPS",
+        help="plan the compute-optimal model for this many training FLOPs (e.g. 1e20): size "
+        "and tokens from --from-sweep, else Chinchilla's 20 tokens per parameter",
+    )
+    p.add_argument(
+        "--from-sweep",
+        metavar="FILE",
+        default=None,
+        help="a sweep report (sweep.json with the scaling-law fit) to size --budget from",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 
@@ -58,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.tokens is not None and args.tokens <= 0:
         raise ValueError(f"--tokens must be positive, got {args.tokens:g}")
+    recommendation = None
+    if args.from_sweep and not args.budget:
+        raise ValueError("--from-sweep needs --budget FLOPS: the budget to size the model for")
+    if args.budget:
+        if args.tokens is not None:
+            raise ValueError("give --budget or --tokens, not both (the budget decides the tokens)")
+        recommendation = _recommend(args, cfg)
+        args.tokens = recommendation["tokens"]
     plan = make_plan(
         cfg,
         gpus=args.gpus,
@@ -67,10 +89,71 @@ def run(args: argparse.Namespace) -> int:
         train_tokens=None if args.tokens is None else int(args.tokens),
     )
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        out = plan.to_dict()
+        if recommendation:
+            out["recommendation"] = recommendation
+        print(json.dumps(out, indent=2))
         return 0
+    if recommendation:
+        r = recommendation
+        print(
+            f"for {args.budget:.3g} FLOPs ({r['source']}): {_n(r['params'])} parameters on "
+            f"{_n(r['tokens'])} tokens"
+            + (f", predicted loss {r['loss']:.3f}" if r.get("loss") else "")
+        )
+        preset = f"--preset {args.preset} " if args.preset else ""
+        sets = " ".join(f"--set {o}" for o in r["overrides"])
+        print(f"train it with: kiln train --tokens DIR --output DIR {preset}{sets}")
+        print()
     print(render(plan))
     return 0
+
+
+def _recommend(args: argparse.Namespace, cfg) -> dict:
+    """N and D for --budget, from the sweep's fit or Chinchilla's ratio; applies the shape to cfg."""
+    import math
+    import sys
+    from pathlib import Path
+
+    from kiln.components.scaling.fit import recommend
+    from kiln.components.scaling.plan import chinchilla_optimal, shape_for_params
+
+    if args.budget <= 0:
+        raise ValueError(f"--budget must be positive FLOPs, got {args.budget:g}")
+    if args.from_sweep:
+        path = Path(args.from_sweep)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such sweep report (sweep.json from `kiln sweep`)")
+        try:
+            report = json.loads(path.read_text())["fit"]
+            found = recommend(report, args.budget)
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a sweep report with a fit ({e})") from None
+        found["source"] = f"the fit in {path}"
+    else:
+        print(
+            "warning: no --from-sweep: sizing by Chinchilla's published 20 tokens per parameter; "
+            "a sweep on your own data gives your own ratio",
+            file=sys.stderr,
+        )
+        n, d = chinchilla_optimal(args.budget)
+        found = {"params": n, "tokens": d, "source": "Chinchilla's 20 tokens per parameter"}
+    shape = shape_for_params(cfg.model, found["params"])
+    cfg.model = shape
+    per_step = (
+        cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len * args.gpus
+    )
+    steps = max(1, math.ceil(found["tokens"] / per_step))
+    cfg.train.max_steps = steps
+    found["overrides"] = [
+        f"model.dim={shape.dim}",
+        f"model.n_layers={shape.n_layers}",
+        f"model.n_heads={shape.n_heads}",
+        f"model.n_kv_heads={shape.n_kv_heads}",
+        "model.ffn_dim=0",
+        f"train.max_steps={steps}",
+    ]
+    return found
 
 
 def _n(x: float) -> str:
