@@ -144,10 +144,7 @@ def fit_isoflop(runs: list[Run], bootstrap: int = 200, seed: int = 0) -> IsoFlop
             continue
         samples.append((n_b, d_b))
     return IsoFlopFit(
-        n_exponent=n_exp,
-        d_exponent=d_exp,
-        n_interval=_interval([s[0] for s in samples], n_exp),
-        d_interval=_interval([s[1] for s in samples], d_exp),
+        **_exponents(n_exp, d_exp, samples),
         minima=minima,
         n_coefficient=n_coef,
     )
@@ -206,16 +203,23 @@ def fit_parametric(runs: list[Run], bootstrap: int = 50, seed: int = 0) -> Param
         samples.append((b_b / (a_b + b_b), a_b / (a_b + b_b)))
     n_exp, d_exp = beta / (alpha + beta), alpha / (alpha + beta)
     return ParametricFit(
-        n_exponent=n_exp,
-        d_exponent=d_exp,
-        n_interval=_interval([s[0] for s in samples], n_exp),
-        d_interval=_interval([s[1] for s in samples], d_exp),
+        **_exponents(n_exp, d_exp, samples),
         E=E,
         A=A,
         B=B,
         alpha=alpha,
         beta=beta,
     )
+
+
+def _exponents(n_exp: float, d_exp: float, samples: list[tuple[float, float]]) -> dict:
+    """The `Exponents` fields: point estimates and bootstrap intervals from (n, d) samples."""
+    return {
+        "n_exponent": n_exp,
+        "d_exponent": d_exp,
+        "n_interval": _interval([s[0] for s in samples], n_exp),
+        "d_interval": _interval([s[1] for s in samples], d_exp),
+    }
 
 
 def _interval(values: list[float], point: float) -> tuple[float, float]:
