@@ -31,6 +31,7 @@ COMMANDS = [
     "generate",
     "config",
     "plan",
+    "sweep",
     "models",
     "artifacts",
     "run",

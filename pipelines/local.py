@@ -116,16 +116,14 @@ def local_env(workdir: Path, mlflow_uri: str = "") -> dict[str, str]:
     return env
 
 
-def _corpus(run: LocalRun, workdir: Path) -> str:
-    if run.data:
-        return run.data
+def _corpus(workdir: Path) -> str:
     from kiln.pipelines.corpus import write_builtin_corpus
 
     return str(write_builtin_corpus(workdir / "corpus").resolve())
 
 
-def _newest_run_dir(root: Path, after: float) -> Path:
-    runs = [p for p in root.glob(f"{PIPELINE_NAME}-*") if p.stat().st_mtime >= after - 1]
+def _newest_run_dir(root: Path, after: float, name: str = PIPELINE_NAME) -> Path:
+    runs = [p for p in root.glob(f"{name}-*") if p.stat().st_mtime >= after - 1]
     if not runs:
         raise RuntimeError(f"the local pipeline left no run directory under {root}")
     return max(runs, key=lambda p: p.stat().st_mtime)
@@ -148,50 +146,55 @@ def _quiet_kfp_cleanup() -> Iterator[None]:
         root.removeFilter(drop)
 
 
-def run_local(run: LocalRun) -> LocalResult:
-    """Run the whole pipeline locally; raises when a step fails (its log is printed above).
-
-    The pipeline's MLflow run is opened here first, so that a failed run is marked FAILED.
-    """
+def _run_pipeline(
+    pipeline: Any, params: RunParams, workdir: Path, data: str, run_name: str, **arguments: Any
+) -> tuple[RunParams, dict[str, str], float]:
+    """Run a Kiln pipeline function with the KFP local runner in `workdir`; returns the run
+    parameters used (with the MLflow run opened here), the steps' environment and the start."""
     import kfp.local
 
-    workdir = Path(run.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    overrides = list(run.params.overrides)
-    if not run.data:  # a few hundred documents: hold out 5% so validation has enough text
+    overrides = list(params.overrides)
+    if not data:  # a few hundred documents: hold out 5% so validation has enough text
         overrides.insert(0, "ingest.val_fraction=0.05")
-    env = local_env(workdir, run.params.mlflow_uri)
-    params = dataclasses.replace(
-        run.params, overrides=overrides, mlflow_uri=env["MLFLOW_TRACKING_URI"]
-    )
+    env = local_env(workdir, params.mlflow_uri)
+    params = dataclasses.replace(params, overrides=overrides, mlflow_uri=env["MLFLOW_TRACKING_URI"])
     t0 = time.time()
     with _env(env):
         cfg = params.resolve()
-        corpus = _corpus(run, workdir)
+        corpus = data or _corpus(workdir)
         if not params.run_id:
             params.run_id = start_pipeline_run(
-                cfg, workdir, run_name="kiln-run-local", tags={"mode": "local"}
+                cfg, workdir, run_name=run_name, tags={"mode": "local"}
             )
         kfp.local.init(
             runner=kfp.local.SubprocessRunner(use_venv=False),
             pipeline_root=str(workdir / "kfp"),
             raise_on_error=True,
         )
-        pipeline = build_pipeline()
         try:
             with warnings.catch_warnings(), _quiet_kfp_cleanup():
                 # The local runner runs the steps with this Python, not in their images, and
                 # ignores cluster resources: both warnings are expected here.
                 warnings.filterwarnings("ignore", message=".*base image", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
-                pipeline(
-                    corpus_uri=corpus,
-                    baseline_model=run.baseline_model,
-                    **params.pipeline_arguments(),
-                )
+                pipeline(corpus_uri=corpus, **arguments, **params.pipeline_arguments())
         except BaseException:
             end_pipeline_run(cfg, params.run_id, "FAILED", workdir)
             raise
+    return params, env, t0
+
+
+def run_local(run: LocalRun) -> LocalResult:
+    """Run the whole pipeline locally; raises when a step fails (its log is printed above).
+
+    The pipeline's MLflow run is opened here first, so that a failed run is marked FAILED.
+    """
+    workdir = Path(run.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    params, env, t0 = _run_pipeline(
+        build_pipeline(), run.params, workdir, run.data, "kiln-run-local",
+        baseline_model=run.baseline_model,
+    )  # fmt: skip
     run_dir = _newest_run_dir(workdir / "kfp", t0)
     eval_report = json.loads((run_dir / "evaluate" / "report" / "eval.json").read_text())
     published = json.loads((run_dir / "publish" / "published" / "publish.json").read_text())
@@ -202,5 +205,51 @@ def run_local(run: LocalRun) -> LocalResult:
         run_id=params.run_id,
         eval=eval_report,
         published=published,
+        seconds=time.time() - t0,
+    )
+
+
+@dataclass
+class SweepResult:
+    """Where a local sweep went and what it found (`report` is sweep.json)."""
+
+    run_dir: Path
+    report_dir: Path
+    mlflow_uri: str
+    run_id: str
+    report: dict[str, Any]
+    seconds: float
+
+
+def run_sweep_local(
+    params: RunParams,
+    budgets: str,
+    sizes: int = 3,
+    spread: float = 3.0,
+    target_budget: float = 0.0,
+    workdir: str = "kiln-work",
+    data: str = "",
+    parallel: int = 1,
+) -> SweepResult:
+    """Run the sweep pipeline locally (`kiln sweep`), `parallel` points at a time; raises when
+    a step fails."""
+    from kiln.pipelines.options import PipelineOptions
+    from kiln.pipelines.sweep import SWEEP_PIPELINE_NAME, build_sweep_pipeline
+
+    root = Path(workdir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    params, env, t0 = _run_pipeline(
+        build_sweep_pipeline(PipelineOptions(sweep_parallelism=parallel)), params, root, data,
+        "kiln-sweep-local", budgets=budgets,
+        sizes=sizes, spread=spread, target_budget=target_budget,
+    )  # fmt: skip
+    run_dir = _newest_run_dir(root / "kfp", t0, SWEEP_PIPELINE_NAME)
+    report_dir = run_dir / "sweep-fit" / "report"
+    return SweepResult(
+        run_dir=run_dir,
+        report_dir=report_dir,
+        mlflow_uri=env["MLFLOW_TRACKING_URI"],
+        run_id=params.run_id,
+        report=json.loads((report_dir / "sweep.json").read_text()),
         seconds=time.time() - t0,
     )

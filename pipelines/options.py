@@ -34,6 +34,7 @@ class PipelineOptions:
             training step as RAY_AUTH_TOKEN (with RAY_AUTH_MODE=token), so a Ray address with
             token auth on (as in manifests/base/raycluster.yaml) accepts its job submission.
         ray_token_key: the key of the token inside that Secret.
+        sweep_parallelism: sweep points trained at once (0 = all; KFP fixes it at compile time).
     """
 
     data_connection: str = "kiln-data-connection"
@@ -47,3 +48,4 @@ class PipelineOptions:
     shared_mount: str = "/kiln-shared"
     ray_token_secret: str = ""
     ray_token_key: str = "auth_token"
+    sweep_parallelism: int = 0

@@ -35,7 +35,7 @@ DATA_CONNECTION_KEYS = (
 MLFLOW_AUTH_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
-def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
+def harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
     """Secrets by reference, non-root, plain env: what every step gets."""
     k8s.use_secret_as_env(
         task,
@@ -52,6 +52,26 @@ def _harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
     k8s.set_security_context(task, run_as_non_root=True)
     for name, value in sorted(opts.extra_env.items()):
         task.set_env_variable(name, value)
+    return task
+
+
+def training_pod(task: dsl.PipelineTask, opts: PipelineOptions, gpus) -> dsl.PipelineTask:
+    """What a training step's pod gets: CPU/memory requests, GPUs and their toleration, the Ray
+    token, the shared volume."""
+    task.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
+    task.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus)
+    if opts.ray_token_secret:
+        k8s.use_secret_as_env(
+            task,
+            secret_name=opts.ray_token_secret,
+            secret_key_to_env={opts.ray_token_key: "RAY_AUTH_TOKEN"},
+        )
+        task.set_env_variable("RAY_AUTH_MODE", "token")
+    if opts.shared_pvc:
+        k8s.mount_pvc(task, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
+        task.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
+    if opts.gpu_toleration:
+        k8s.add_toleration(task, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule")
     return task
 
 
@@ -104,7 +124,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_caching_options(False)
         final.set_display_name("finalize")
-        _harden(final, opts)
+        harden(final, opts)
         with dsl.ExitHandler(final, name="kiln-run"):
             prep = prepare(
                 preset=preset,
@@ -129,22 +149,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run
             )
             train.set_caching_options(False)
-            train.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
-            train.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus_per_worker)
-            if opts.ray_token_secret:
-                k8s.use_secret_as_env(
-                    train,
-                    secret_name=opts.ray_token_secret,
-                    secret_key_to_env={opts.ray_token_key: "RAY_AUTH_TOKEN"},
-                )
-                train.set_env_variable("RAY_AUTH_MODE", "token")
-            if opts.shared_pvc:
-                k8s.mount_pvc(train, pvc_name=opts.shared_pvc, mount_path=opts.shared_mount)
-                train.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
-            if opts.gpu_toleration:
-                k8s.add_toleration(
-                    train, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule"
-                )
+            training_pod(train, opts, gpus_per_worker)
             ev = evaluate(
                 trained=train.outputs["trained"],
                 tokens=toks.outputs["tokens"],
@@ -161,7 +166,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ).set_caching_options(False)
             for task in (prep, data, toks, train, ev, pub):
-                _harden(task, opts)
+                harden(task, opts)
             for task in (prep, data, toks, ev, pub):
                 task.set_display_name(task.name.replace("-", " "))
 

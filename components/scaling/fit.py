@@ -77,7 +77,7 @@ class ParametricFit(Exponents):
 @dataclass
 class FitReport:
     runs: int
-    isoflop: IsoFlopFit
+    isoflop: IsoFlopFit | None  # None when fewer than 2 budgets have a minimum inside the grid
     parametric: ParametricFit
     target: dict | None  # flops, params and tokens from each approach, predicted loss
 
@@ -93,31 +93,32 @@ def _budgets(runs: list[Run]) -> dict[float, list[Run]]:
     return dict(sorted(groups.items()))
 
 
-def _isoflop_minima(groups: dict[float, list[Run]]) -> list[dict]:
-    minima = []
-    for flops, group in groups.items():
-        x = np.log([r.params for r in group])
-        y = np.array([r.loss for r in group])
-        if len(set(x)) < 3:
-            raise ValueError(f"budget {flops:.3g}: an isoFLOP fit needs at least 3 model sizes")
-        a, b, c = np.polyfit(x, y, 2)
-        if a <= 0:
-            raise ValueError(
-                f"budget {flops:.3g}: loss has no minimum over the sizes tried (the curve bends "
-                "the wrong way); widen the size grid around the best run"
-            )
-        log_n = -b / (2 * a)
-        if not x.min() <= log_n <= x.max():
-            raise ValueError(
-                f"budget {flops:.3g}: the loss minimum (N ≈ {math.exp(log_n):.3g}) lies outside "
-                f"the sizes tried ({math.exp(x.min()):.3g}–{math.exp(x.max()):.3g}); widen the "
-                "size grid toward it"
-            )
-        n = math.exp(log_n)
-        minima.append(
-            {"flops": flops, "params": n, "tokens": flops / (6 * n), "loss": c - b * b / (4 * a)}
+def isoflop_minimum(flops: float, group: list[Run]) -> dict:
+    """The minimum of the parabola of loss against log N over one budget's runs: flops, params
+    (N*), tokens (D* = C/6N*) and the loss there. ValueError when the runs cannot place it."""
+    x = np.log([r.params for r in group])
+    y = np.array([r.loss for r in group])
+    if len(set(x)) < 3:
+        raise ValueError(f"budget {flops:.3g}: an isoFLOP fit needs at least 3 model sizes")
+    a, b, c = np.polyfit(x, y, 2)
+    if a <= 0:
+        raise ValueError(
+            f"budget {flops:.3g}: loss has no minimum over the sizes tried (the curve bends "
+            "the wrong way); widen the size grid around the best run"
         )
-    return minima
+    log_n = -b / (2 * a)
+    if not x.min() <= log_n <= x.max():
+        raise ValueError(
+            f"budget {flops:.3g}: the loss minimum (N ≈ {math.exp(log_n):.3g}) lies outside "
+            f"the sizes tried ({math.exp(x.min()):.3g}–{math.exp(x.max()):.3g}); widen the "
+            "size grid toward it"
+        )
+    n = math.exp(log_n)
+    return {"flops": flops, "params": n, "tokens": flops / (6 * n), "loss": c - b * b / (4 * a)}
+
+
+def _isoflop_minima(groups: dict[float, list[Run]]) -> list[dict]:
+    return [isoflop_minimum(flops, group) for flops, group in groups.items()]
 
 
 def _power_law(minima: list[dict]) -> tuple[float, float, float]:
@@ -251,11 +252,9 @@ def recommend(report: dict, flops: float) -> dict:
     fields = {k: report["parametric"][k] for k in ("E", "A", "B", "alpha", "beta")}
     par = ParametricFit(n_exponent=0, d_exponent=0, n_interval=(0, 0), d_interval=(0, 0), **fields)
     n, d = par.optimal(flops)
-    iso = report["isoflop"]
-    n_iso = iso["n_coefficient"] * flops ** iso["n_exponent"]
-    return {
-        "params": n,
-        "tokens": d,
-        "loss": par.loss(n, d),
-        "isoflop": {"params": n_iso, "tokens": flops / (6 * n_iso)},
-    }
+    found: dict = {"params": n, "tokens": d, "loss": par.loss(n, d), "isoflop": None}
+    iso = report.get("isoflop")
+    if iso:
+        n_iso = iso["n_coefficient"] * flops ** iso["n_exponent"]
+        found["isoflop"] = {"params": n_iso, "tokens": flops / (6 * n_iso)}
+    return found

@@ -92,23 +92,48 @@ def chinchilla_optimal(flops: float) -> tuple[float, float]:
     return n, CHINCHILLA_TOKENS_PER_PARAM * n
 
 
-def shape_for_params(base: ModelConfig, params: float, head_dim: int = 64) -> ModelConfig:
-    """A shape of about `params` parameters in `base`'s family: depth L, width 64·L (heads of
-    `head_dim`), derived SwiGLU width, base's vocabulary, tying and GQA ratio; the depth whose
-    count comes closest wins."""
+def family(cfg: ModelConfig) -> dict[str, int]:
+    """A preset's shape family for `shape_for_params`: its head size, and its width per layer
+    in whole heads (tiny: 16 and 32; small, gpt2-124m, 1b: 64 and 64)."""
+    head_dim = cfg.dim // cfg.n_heads
+    return {
+        "head_dim": head_dim,
+        "aspect": head_dim * max(1, round(cfg.dim / cfg.n_layers / head_dim)),
+    }
+
+
+def shape_for_params(
+    base: ModelConfig,
+    params: float,
+    head_dim: int = 64,
+    non_embedding: bool = False,
+    depth: int = 0,
+    aspect: int = 64,
+) -> ModelConfig:
+    """A shape of about `params` parameters (all, or with `non_embedding` those that cost
+    FLOPs) in `base`'s family: depth L, width aspect·L (heads of `head_dim`), derived SwiGLU
+    width, base's vocabulary, tying and GQA ratio; the depth whose count comes closest wins (or
+    the family's shape of depth `depth`)."""
     ratio = max(1, base.n_heads // base.n_kv_heads)
 
     def shaped(layers: int) -> ModelConfig:
-        heads = max(1, 64 * layers // head_dim)
+        heads = max(1, aspect * layers // head_dim)
         kv = heads // ratio if heads % ratio == 0 else heads  # keep GQA where it divides
         return dataclasses.replace(
-            base, dim=64 * layers, n_layers=layers, n_heads=heads, n_kv_heads=kv, ffn_dim=0
+            base, dim=heads * head_dim, n_layers=layers, n_heads=heads, n_kv_heads=kv, ffn_dim=0
         )
 
+    if depth:
+        return shaped(depth)
     return min(
         (shaped(layers) for layers in range(1, 129)),
-        key=lambda c: abs(math.log(count_params(c).total / params)),
+        key=lambda c: abs(math.log(_count(c, non_embedding) / params)),
     )
+
+
+def _count(cfg: ModelConfig, non_embedding: bool) -> int:
+    p = count_params(cfg)
+    return p.non_embedding if non_embedding else p.total
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

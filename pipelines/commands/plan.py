@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from kiln.components.common.gpus import GPUS
 from kiln.pipelines.commands.common import add_config_args, config_from_args
+from kiln.pipelines.commands.models import add_tracking_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,10 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--from-sweep",
-        metavar="FILE",
         default=None,
-        help="a sweep report (sweep.json with the scaling-law fit) to size --budget from",
+        metavar="RUN",
+        help="the sweep to size --budget from: its MLflow run id (`kiln sweep` prints it) or "
+        "its sweep.json file",
     )
+    add_tracking_args(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 
@@ -113,23 +117,23 @@ def _recommend(args: argparse.Namespace, cfg) -> dict:
     """N and D for --budget, from the sweep's fit or Chinchilla's ratio; applies the shape to cfg."""
     import math
     import sys
-    from pathlib import Path
 
     from kiln.components.scaling.fit import recommend
-    from kiln.components.scaling.plan import chinchilla_optimal, shape_for_params
+    from kiln.components.scaling.plan import chinchilla_optimal, family, shape_for_params
 
     if args.budget <= 0:
         raise ValueError(f"--budget must be positive FLOPs, got {args.budget:g}")
     if args.from_sweep:
-        path = Path(args.from_sweep)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such sweep report (sweep.json from `kiln sweep`)")
+        from kiln.components.scaling.sweep import load_sweep_report
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
+
+        sweep = load_sweep_report(args.from_sweep, args.tracking_uri, args.workdir)
         try:
-            report = json.loads(path.read_text())["fit"]
-            found = recommend(report, args.budget)
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a sweep report with a fit ({e})") from None
-        found["source"] = f"the fit in {path}"
+            found = recommend(sweep["fit"], args.budget)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{args.from_sweep}: not a sweep report with a fit ({e})") from None
+        found["source"] = f"the fit of sweep {args.from_sweep}"
     else:
         print(
             "warning: no --from-sweep: sizing by Chinchilla's published 20 tokens per parameter; "
@@ -138,7 +142,10 @@ def _recommend(args: argparse.Namespace, cfg) -> dict:
         )
         n, d = chinchilla_optimal(args.budget)
         found = {"params": n, "tokens": d, "source": "Chinchilla's 20 tokens per parameter"}
-    shape = shape_for_params(cfg.model, found["params"])
+    # A sweep counts N as the MFU meter does (no lookup-only embedding); Chinchilla, all of them.
+    shape = shape_for_params(
+        cfg.model, found["params"], non_embedding=bool(args.from_sweep), **family(cfg.model)
+    )
     cfg.model = shape
     per_step = (
         cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len * args.gpus
