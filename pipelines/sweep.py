@@ -122,3 +122,11 @@ def build_sweep_pipeline(opts: PipelineOptions | None = None):
                 task.set_display_name(task.name.replace("-", " "))
 
     return kiln_sweep
+
+
+def compile_sweep_pipeline(output: str, opts: PipelineOptions | None = None) -> str:
+    """Compile the sweep pipeline to KFP v2 YAML at `output`; returns the path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_sweep_pipeline(opts), output)
+    return output

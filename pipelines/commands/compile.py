@@ -75,6 +75,13 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help=f"mount path of --shared-pvc, the same in the Ray pods (default: {defaults.shared_mount})",
     )
     p.add_argument(
+        "--sweep-parallelism",
+        type=int,
+        default=defaults.sweep_parallelism,
+        metavar="N",
+        help="kiln-sweep only: points trained at once (0 = all; default: 0)",
+    )
+    p.add_argument(
         "--env",
         dest="extra_env",
         action="append",
@@ -104,18 +111,26 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         shared_mount=args.shared_mount,
         ray_token_secret=args.ray_token_secret,
         ray_token_key=args.ray_token_key,
+        sweep_parallelism=args.sweep_parallelism,
     )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compile",
-        help="write the pretraining pipeline as KFP v2 YAML",
+        help="write the pretraining (or sweep) pipeline as KFP v2 YAML",
         description="Compile the Kiln pretraining pipeline (prepare → ingest → tokenize → "
-        "pretrain → evaluate → publish) to KFP v2 YAML that a Kubeflow Pipelines or OpenShift AI "
-        "Data Science Pipelines UI can import. Images come from KILN_IMAGE_* (see "
-        "components/common/images.py); run parameters (corpus, preset, overrides, ...) are set "
-        "when the run is created.",
+        "pretrain → evaluate → publish), or with --pipeline sweep the scaling-law sweep "
+        "(prepare → ingest → tokenize → grid → train and score each point → fit), to KFP v2 "
+        "YAML that a Kubeflow Pipelines or OpenShift AI Data Science Pipelines UI can import. "
+        "Images come from KILN_IMAGE_* (see components/common/images.py); run parameters "
+        "(corpus, preset, overrides, budgets, ...) are set when the run is created.",
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=("pretrain", "sweep"),
+        default="pretrain",
+        help="which pipeline (default: pretrain)",
     )
     p.add_argument(
         "--output",
@@ -129,7 +144,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.pipelines.pretrain import compile_pipeline
+    if args.pipeline == "sweep":
+        from kiln.pipelines.sweep import compile_sweep_pipeline as compile_pipeline
+    else:
+        from kiln.pipelines.pretrain import compile_pipeline
 
     path = compile_pipeline(args.output, options_from_args(args))
     print(f"wrote {path}")

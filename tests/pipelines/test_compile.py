@@ -151,3 +151,28 @@ def test_finalize_runs_as_the_exit_handler_of_every_stage(tmp_path):
     assert final["inputs"]["parameters"]["status"]["taskFinalStatus"]["producerTask"] == group
     inner = spec["components"][tasks[group]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inner) == STAGES
+
+
+def test_the_sweep_pipeline_compiles_with_the_same_security_and_a_parallel_for(tmp_path, capsys):
+    from kiln.pipelines.cli import main
+
+    out = tmp_path / "sweep.yaml"
+    args = ["compile", "--pipeline", "sweep", "-o", str(out), "--sweep-parallelism", "4"]
+    assert main([*args, "--data-connection", "my-conn"]) == 0
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec = _spec(docs)
+    executors = spec["deploymentSpec"]["executors"]
+    steps = {"prepare", "ingest", "tokenize", "sweep-grid", "sweep-point", "sweep-fit", "finalize"}
+    assert {name.removeprefix("exec-") for name in executors} == steps
+    for name, executor in executors.items():
+        kind = "gpu" if name == "exec-sweep-point" else "cpu"
+        assert executor["container"]["image"] == image_ref(kind), name
+    point = executors["exec-sweep-point"]["container"]
+    assert "gpus_per_worker" in point["resources"]["accelerator"]["resourceCount"]
+    loops = [t for t in _all_tasks(spec).values() if "parameterIterator" in t]
+    assert [t["iteratorPolicy"]["parallelismLimit"] for t in loops] == [4]
+    for name, config in _k8s(docs).items():  # the data connection by name on every step
+        assert any(s["secretName"] == "my-conn" for s in config["secretAsEnv"]), name
+    assert check_kfp_pipeline(docs, openshift=True) == []
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"corpus_uri", "budgets", "sizes", "spread", "target_budget"} <= set(params)
