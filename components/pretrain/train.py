@@ -248,10 +248,12 @@ class Trainer:
 
     @torch.no_grad()
     def samples(self) -> list[str]:
-        """Generations from the fixed prompts (rank 0, unsharded models only)."""
+        """Generations from the fixed prompts (rank 0, unsharded models only; none when
+        train.sample_tokens is 0)."""
         tok_file = self.tokens_dir / "tokenizer.json"
         if (
             self.rank != 0
+            or not self.cfg.train.sample_tokens
             or self.cfg.dist.strategy == "fsdp"
             and self.world > 1
             or not tok_file.exists()

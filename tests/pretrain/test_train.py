@@ -145,8 +145,9 @@ def test_lr_schedules():
 
 
 def test_activation_checkpointing_trains_identically(tokens_dir, tiny_cfg, tmp_path):
-    tiny_cfg.train.max_steps, tiny_cfg.train.eval_every = 6, 0
+    tiny_cfg.train.max_steps, tiny_cfg.train.eval_every, tiny_cfg.train.sample_tokens = 6, 0, 0
     plain = pretrain(tiny_cfg, tokens_dir, tmp_path / "plain")
+    assert plain.samples == []  # sample_tokens=0: no prompt-only "samples"
     tiny_cfg.train.activation_checkpointing = True
     recomputed = pretrain(tiny_cfg, tokens_dir, tmp_path / "ckpt")
     assert recomputed.losses == plain.losses
