@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the sweep to size --budget from: its MLflow run id (`kiln sweep` prints it) or "
         "its sweep.json file",
     )
+    p.add_argument(
+        "--write-config",
+        metavar="FILE",
+        default=None,
+        help="with --budget: write the recommended config (.json or .yaml) for `kiln train "
+        "--config FILE` / `kiln run --config FILE`",
+    )
     add_tracking_args(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
@@ -77,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tokens is not None and args.tokens <= 0:
         raise ValueError(f"--tokens must be positive, got {args.tokens:g}")
     recommendation = None
+    if args.write_config and not args.budget:
+        raise ValueError("--write-config needs --budget FLOPS: it writes the config sized for it")
+    if args.write_config and not args.write_config.endswith((".json", ".yaml", ".yml")):
+        raise ValueError(f"--write-config {args.write_config}: name a .json or .yaml file")
     if args.from_sweep and not args.budget:
         raise ValueError("--from-sweep needs --budget FLOPS: the budget to size the model for")
     if args.budget:
@@ -92,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         usd_per_gpu_hour=args.usd_per_gpu_hour,
         train_tokens=None if args.tokens is None else int(args.tokens),
     )
+    if args.write_config:
+        _write_config(cfg, args.write_config)
+        recommendation["config_file"] = args.write_config
     if args.json:
         out = plan.to_dict()
         if recommendation:
@@ -108,9 +122,24 @@ def run(args: argparse.Namespace) -> int:
         preset = f"--preset {args.preset} " if args.preset else ""
         sets = " ".join(f"--set {o}" for o in r["overrides"])
         print(f"train it with: kiln train --tokens DIR --output DIR {preset}{sets}")
+        if args.write_config:
+            print(f"  or: kiln train --tokens DIR --output DIR --config {args.write_config}")
         print()
     print(render(plan))
     return 0
+
+
+def _write_config(cfg, path: str) -> None:
+    from pathlib import Path
+
+    data = json.loads(cfg.to_json())
+    if path.endswith(".json"):
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    Path(path).write_text(text)
 
 
 def _recommend(args: argparse.Namespace, cfg) -> dict:

@@ -95,3 +95,21 @@ def test_kiln_plan_sizes_a_budget_from_a_sweep_report_or_chinchilla(tmp_path, ca
     assert "not a sweep report with a fit" in capsys.readouterr().err
     assert main(["plan", "--from-sweep", str(sweep)]) == 2
     assert "--from-sweep needs --budget" in capsys.readouterr().err
+
+
+def test_kiln_plan_writes_the_recommended_config_for_kiln_train(tmp_path, capsys):
+    from kiln.components.common.config import load_config
+    from kiln.pipelines.cli import main
+
+    for name in ("plan.json", "plan.yaml"):
+        out = tmp_path / name
+        args = ["plan", "--preset", "small", "--budget", "1e18", "--write-config", str(out)]
+        assert main(args) == 0
+        assert f"--config {out}" in capsys.readouterr().out
+        cfg = load_config(file=out)  # what `kiln train --config` reads
+        assert cfg.model.n_layers == 12 and cfg.model.dim == 768  # Chinchilla's 91M for 1e18
+        assert cfg.train.max_steps * cfg.train.micro_batch_size * cfg.data.seq_len == (
+            pytest.approx(20 * 91.3e6, rel=0.01)
+        )
+    assert main(["plan", "--write-config", str(tmp_path / "x.json")]) == 2
+    assert "--write-config needs --budget" in capsys.readouterr().err
