@@ -6,8 +6,8 @@
 What differs between the two lives in a `Runtime` (rank, device, where checkpoints go and come
 from); parallelism (DDP or FSDP2) is applied from outside the model when a process group exists
 (placement.py).
-Each optimizer step: `accum` micro-batches → reduced loss → guarded clip + AdamW step (NaN/inf steps
-are skipped) → progress/metrics → periodic validation, samples and checkpoints. Rank 0 appends
+Each optimizer step: `accum` micro-batches → reduced loss → guarded clip + AdamW (or Muon + AdamW)
+step (NaN/inf steps are skipped) → progress/metrics → periodic validation, samples and checkpoints. Rank 0 appends
 the step's record to `train_log.jsonl` (see train_log.py), cut back to the resume point first.
 """
 
@@ -33,7 +33,7 @@ from kiln.components.common.config import Config
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import TokenLoader
 from kiln.components.pretrain.model import Llama
-from kiln.components.pretrain.optim import build_optimizer, guarded_step, lr_at, set_lr
+from kiln.components.pretrain.optim import build_optimizers, guarded_step, lr_at, set_lr
 from kiln.components.pretrain.placement import (
     local_tokens,
     model_shape,
@@ -80,7 +80,7 @@ class Trainer:
         self.model.checkpoint_layers = t.activation_checkpointing
         self.model.to(self.device)
         self.fwd = parallelize(self.model, cfg, self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+        self.optimizers = build_optimizers(self.model, cfg.optim, self.device)
         self.autocast = self._autocast()
 
         self.loader = TokenLoader(
@@ -133,7 +133,7 @@ class Trainer:
     def state(self) -> tuple[dict, dict]:
         return get_state_dict(
             self.model,
-            self.optimizer,
+            self.optimizers,
             options=StateDictOptions(full_state_dict=True, cpu_offload=True),
         )
 
@@ -155,7 +155,7 @@ class Trainer:
         ckpt.check_same_model(directory, saved, dataclasses.asdict(self.model_cfg))
         set_state_dict(
             self.model,
-            self.optimizer,
+            self.optimizers,
             model_state_dict=parts["model"],
             optim_state_dict=parts["optim"],
             options=StateDictOptions(full_state_dict=True),
@@ -186,7 +186,7 @@ class Trainer:
         if self.cfg.train.spike_factor > 0:  # in-memory copy of this rank's state for rollbacks
             self.snapshot = {
                 "model": copy.deepcopy(self.model.state_dict()),
-                "optim": copy.deepcopy(self.optimizer.state_dict()),
+                "optim": [copy.deepcopy(o.state_dict()) for o in self.optimizers],
                 "trainer": trainer_state,
             }
 
@@ -279,7 +279,11 @@ class Trainer:
     # ------------------------------------------------------------------------------ the loop
     def train_step(self) -> tuple[float, float, bool]:
         """One optimizer step over `accum` micro-batches: (mean loss, grad norm, stepped)."""
-        set_lr(self.optimizer, lr_at(self.step, self.cfg.train.max_steps, self.cfg.optim))
+        set_lr(
+            self.optimizers,
+            lr_at(self.step, self.cfg.train.max_steps, self.cfg.optim),
+            self.cfg.optim,
+        )
         total = torch.zeros((), device=self.device)
         for micro in range(self.accum):
             x, y = self.loader.next_batch()
@@ -290,7 +294,7 @@ class Trainer:
                 loss.backward()
             total += loss.detach()
         loss = self._all_mean(total)
-        norm, stepped = guarded_step(self.model, self.optimizer, self.cfg.optim.grad_clip, loss)
+        norm, stepped = guarded_step(self.model, self.optimizers, self.cfg.optim.grad_clip, loss)
         return float(loss), norm, stepped
 
     def _handle_nonfinite(self, stepped: bool) -> None:
@@ -340,7 +344,8 @@ class Trainer:
             snap["trainer"]["step"],
         )
         self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optim"])
+        for optimizer, state in zip(self.optimizers, snap["optim"], strict=True):
+            optimizer.load_state_dict(state)
         self.step = snap["trainer"]["step"]
         self._cut_train_log()
         return True
@@ -396,7 +401,7 @@ class Trainer:
                 "step": self.step,
                 "loss": loss,
                 "grad_norm": norm,
-                "lr": self.optimizer.param_groups[0]["lr"],
+                "lr": self.optimizers[-1].param_groups[0]["lr"],  # AdamW's: the schedule
                 "skipped": not stepped,
                 "skipped_steps": self.skipped,
                 "rollbacks": self.rollbacks,

@@ -87,17 +87,23 @@ def test_nonfinite_gradients_skip_the_step_and_leave_state_untouched(
     trainer.train_step()  # populate optimizer state
     before_w = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     before_o = json.dumps(
-        {k: v["exp_avg"].sum().item() for k, v in trainer.optimizer.state_dict()["state"].items()}
+        {
+            k: v["exp_avg"].sum().item()
+            for k, v in trainer.optimizers[0].state_dict()["state"].items()
+        }
     )
     x, y = trainer.loader.next_batch()
     loss = trainer.loss(x, y)
     loss.backward()
     trainer.model.norm.weight.grad[0] = float("nan")
-    _, stepped = guarded_step(trainer.model, trainer.optimizer, 1.0, loss.detach())
+    _, stepped = guarded_step(trainer.model, trainer.optimizers, 1.0, loss.detach())
     assert not stepped
     assert all(torch.equal(before_w[k], v) for k, v in trainer.model.state_dict().items())
     after_o = json.dumps(
-        {k: v["exp_avg"].sum().item() for k, v in trainer.optimizer.state_dict()["state"].items()}
+        {
+            k: v["exp_avg"].sum().item()
+            for k, v in trainer.optimizers[0].state_dict()["state"].items()
+        }
     )
     assert before_o == after_o
     assert all(p.grad is None for p in trainer.model.parameters())
@@ -151,3 +157,31 @@ def test_activation_checkpointing_trains_identically(tokens_dir, tiny_cfg, tmp_p
     tiny_cfg.train.activation_checkpointing = True
     recomputed = pretrain(tiny_cfg, tokens_dir, tmp_path / "ckpt")
     assert recomputed.losses == plain.losses
+
+
+def test_muon_trains_resumes_bit_identically_and_refuses_fsdp(tokens_dir, tiny_cfg, tmp_path):
+    from kiln.components.common.config import load_config
+    from kiln.components.pretrain.optim import muon_params
+
+    tiny_cfg.optim.name, tiny_cfg.train.max_steps = "muon", 20
+    trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path / "groups"))
+    muon, adamw = trainer.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    hidden = {id(p) for n, p in trainer.model.named_parameters() if n in muon_params(trainer.model)}
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == hidden
+    assert all(
+        n.startswith("layers.") and n.endswith("proj.weight") for n in muon_params(trainer.model)
+    )
+    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
+    assert straight.losses[20] < straight.losses[1] - 0.3  # it learns (20 steps, dim 32)
+    tiny_cfg.train.stop_after_steps = 10
+    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
+    tiny_cfg.train.stop_after_steps = 0
+    resumed = pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
+    assert read_train_log(tmp_path / "resumed") == straight.losses  # Muon's momentum restored
+    a = weights(tmp_path / "straight/checkpoints/step_20")
+    b = weights(tmp_path / "resumed/checkpoints/step_20")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.losses.keys() == set(range(11, 21))
+    with pytest.raises(ValueError, match="optim.name must be adamw with dist.strategy=fsdp"):
+        load_config("tiny", overrides=["optim.name=muon", "dist.strategy=fsdp"])

@@ -68,11 +68,23 @@ class DataConfig(Section):
 
 @dataclass
 class OptimConfig(Section):
-    """AdamW and the learning-rate schedule."""
+    """The optimizer (AdamW, or Muon for hidden matrices) and the learning-rate schedule."""
 
     KEY = "optim"
 
-    lr: float = setting(3e-4, "Peak learning rate.", gt=0)
+    name: Literal["adamw", "muon"] = setting(
+        "adamw",
+        "adamw | muon: Muon (torch.optim.Muon: Newton-Schulz orthogonalized momentum) for the "
+        "blocks' 2-D weights, AdamW at optim.lr for embeddings, output head and norms.",
+    )
+    lr: float = setting(3e-4, "Peak learning rate (AdamW's; with muon, of its AdamW groups).", gt=0)
+    muon_lr: float = setting(
+        0.0,
+        "Muon: peak learning rate of the hidden matrices, same schedule as lr; 0 = optim.lr "
+        "(Muon's update is scaled to AdamW's RMS, so AdamW's learning rate carries over).",
+        ge=0,
+    )
+    muon_momentum: float = setting(0.95, "Muon: momentum (Nesterov).", ge=0, lt=1)
     min_lr_ratio: float = setting(
         0.1, "Floor of the decay, as a fraction of the peak learning rate.", ge=0, le=1
     )
