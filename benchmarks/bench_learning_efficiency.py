@@ -8,6 +8,7 @@ the whole held-out last 10%. Bits per byte makes a char-level and a BPE model co
 nanoGPT's val loss in nats/char ÷ ln 2 (the text is ASCII: one byte per char).
 
     python benchmarks/bench_learning_efficiency.py --nanogpt /path/to/nanoGPT
+    python benchmarks/bench_learning_efficiency.py --budget-s 120 --versus optim.name=muon
 
 Goal: Kiln's val bits/byte ≤ nanoGPT's.
 """
@@ -39,6 +40,14 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=1024, help="Kiln BPE vocabulary size")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra Kiln overrides")
     ap.add_argument("--budget-s", type=float, help="skip nanoGPT and use this wall-clock budget")
+    ap.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also train Kiln with these overrides at the same budget and print the ratio "
+        "(e.g. --versus optim.name=muon)",
+    )
     args = ap.parse_args()
     text = nanogpt_peer.text_file(args.text)
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
@@ -58,43 +67,59 @@ def main() -> None:
             flush=True,
         )
 
-    from kiln.components.common.config import EvalConfig, TokenizerConfig, load_config
-    from kiln.components.evaluate import evaluate
+    from kiln.components.common.config import TokenizerConfig
     from kiln.components.tokenization import tokenize
 
     dataset = kiln_runs.split_dataset(text, work / "dataset")
     tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))
     recipe = RECIPE + args.sets
+    bpb = kiln_bits_per_byte("kiln", recipe, budget, work)
+    if peer_bpb is not None:
+        print(
+            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {bpb:.4f} | ratio kiln/nanoGPT {bpb / peer_bpb:.3f} (goal <= 1.0)"
+        )
+    if args.versus:
+        other = kiln_bits_per_byte("kiln+versus", recipe + args.versus, budget, work)
+        print(
+            f"\nbits/byte at equal wall-clock ({budget:.0f} s): kiln {bpb:.4f} | with "
+            f"{' '.join(args.versus)} {other:.4f} | ratio {other / bpb:.3f} "
+            f"({100 * (1 - other / bpb):+.1f}% lower)"
+        )
+
+
+def kiln_bits_per_byte(name: str, recipe: list[str], budget: float, work: Path) -> float:
+    """Calibrate the step time, train for as many steps as fit in `budget` seconds (start-up
+    included), score on the whole held-out split; returns bits per byte."""
+    from kiln.components.common.config import EvalConfig, load_config
+    from kiln.components.evaluate import evaluate
+
     calib = kiln_runs.train(
-        work / "tokens", work / "calib", [*recipe, "train.max_steps=60", "train.eval_every=1000"]
+        work / "tokens",
+        work / f"{name}-calib",
+        [*recipe, "train.max_steps=60", "train.eval_every=1000"],
     )
     cfg = load_config("tiny", overrides=recipe)  # the preset `kiln_runs.train` starts from
     tokens_per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
     overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
     steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
     print(
-        f"kiln: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
+        f"{name}: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
         flush=True,
     )
     run = kiln_runs.train(
         work / "tokens",
-        work / "run",
+        work / name,
         [*recipe, f"train.max_steps={steps}", f"train.eval_every={steps}"],
     )
     report = evaluate(
-        str(run.output / "model"),
-        str(work / "tokens"),
-        str(work / "eval"),
+        str(run.output / "model"), str(work / "tokens"), str(work / f"{name}-eval"),
         EvalConfig(max_tokens=0),
-    )
+    )  # fmt: skip
     print(
-        f"kiln: {steps} steps in {run.wall_s:.0f} s, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes"
+        f"{name}: {steps} steps in {run.wall_s:.0f} s, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
+        flush=True,
     )
-    if peer_bpb is not None:
-        print(
-            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {report['bits_per_byte']:.4f} | ratio kiln/nanoGPT {report['bits_per_byte'] / peer_bpb:.3f} (goal <= 1.0)"
-        )
-        print(f"wall-clock nanoGPT {budget:.0f} s | kiln {run.wall_s:.0f} s")
+    return report["bits_per_byte"]
 
 
 if __name__ == "__main__":
