@@ -13,6 +13,10 @@ their inputs) and off for the steps that write to MLflow, S3 or the registry.
 
 # No `from __future__ import annotations`: KFP reads the pipeline's real parameter types.
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
 from kfp import dsl
 from kfp import kubernetes as k8s
 
@@ -75,6 +79,48 @@ def training_pod(task: dsl.PipelineTask, opts: PipelineOptions, gpus) -> dsl.Pip
     return task
 
 
+class DataSteps(NamedTuple):
+    """What `run_frame` opens: the prepare step and the (cached) data steps."""
+
+    prep: dsl.PipelineTask
+    config_json: Any  # prepare's resolved config (a pipeline channel)
+    mlflow_run: Any  # prepare's MLflow run id
+    tokens: Any  # tokenize's token shards and tokenizer
+
+
+@contextlib.contextmanager
+def run_frame(
+    opts: PipelineOptions, name: str, corpus_uri: Any, **run_params: Any
+) -> Iterator[DataSteps]:
+    """The frame every Kiln pipeline shares: `finalize` as the exit handler (it closes the MLflow
+    run however the pipeline ends), then prepare → ingest → tokenize inside it; the body adds
+    its own steps within the `with`. `run_params` are `RunParams`' fields (prepare's inputs)."""
+    # Runs last whatever happened: a failed or cancelled run's MLflow run is closed FAILED/KILLED.
+    final = finalize(
+        preset=run_params["preset"],
+        overrides=run_params["overrides"],
+        mlflow_uri=run_params["mlflow_uri"],
+        run_id=run_params["run_id"],
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_caching_options(False)
+    final.set_display_name("finalize")
+    harden(final, opts)
+    with dsl.ExitHandler(final, name=name):
+        prep = prepare(**run_params, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        prep.set_caching_options(False)
+        # The data steps get only their config section: their cache survives other changes.
+        data = ingest(corpus_uri=corpus_uri, config_json=prep.outputs["ingest_config"])
+        toks = tokenize(
+            dataset=data.outputs["dataset"], config_json=prep.outputs["tokenize_config"]
+        )
+        for task in (prep, data, toks):
+            harden(task, opts)
+            task.set_display_name(task.name.replace("-", " "))
+        yield DataSteps(
+            prep, prep.outputs["config_json"], prep.outputs["run_id"], toks.outputs["tokens"]
+        )
+
+
 def build_pipeline(opts: PipelineOptions | None = None):
     """The pipeline function, with the compile-time options applied."""
     opts = opts or PipelineOptions()
@@ -115,44 +161,19 @@ def build_pipeline(opts: PipelineOptions | None = None):
             baseline_model: compare with this model in evaluate (models:/NAME@champion, s3://).
             run_id: write to this existing MLflow run ('' = a new one).
         """
-        # Runs last whatever happened: a failed or cancelled run's MLflow run is closed FAILED/KILLED.
-        final = finalize(
-            preset=preset,
-            overrides=overrides,
-            mlflow_uri=mlflow_uri,
+        with run_frame(
+            opts, "kiln-run", corpus_uri, preset=preset, overrides=overrides,
+            model_name=model_name, s3_bucket=s3_bucket, mlflow_uri=mlflow_uri,
+            ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
             run_id=run_id,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_caching_options(False)
-        final.set_display_name("finalize")
-        harden(final, opts)
-        with dsl.ExitHandler(final, name="kiln-run"):
-            prep = prepare(
-                preset=preset,
-                overrides=overrides,
-                model_name=model_name,
-                s3_bucket=s3_bucket,
-                mlflow_uri=mlflow_uri,
-                ray_address=ray_address,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                run_id=run_id,
-                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ).set_caching_options(False)
-            config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
-
-            # The data steps get only their config section: their cache survives other changes.
-            data = ingest(corpus_uri=corpus_uri, config_json=prep.outputs["ingest_config"])
-            toks = tokenize(
-                dataset=data.outputs["dataset"], config_json=prep.outputs["tokenize_config"]
-            )
-            train = pretrain(
-                tokens=toks.outputs["tokens"], config_json=config_json, run_id=mlflow_run
-            )
+        ) as frame:  # fmt: skip
+            config_json, mlflow_run = frame.config_json, frame.mlflow_run
+            train = pretrain(tokens=frame.tokens, config_json=config_json, run_id=mlflow_run)
             train.set_caching_options(False)
             training_pod(train, opts, gpus_per_worker)
             ev = evaluate(
                 trained=train.outputs["trained"],
-                tokens=toks.outputs["tokens"],
+                tokens=frame.tokens,
                 config_json=config_json,
                 run_id=mlflow_run,
                 baseline_model=baseline_model,
@@ -160,14 +181,14 @@ def build_pipeline(opts: PipelineOptions | None = None):
             pub = publish(
                 trained=train.outputs["trained"],
                 report=ev.outputs["report"],
-                tokens=toks.outputs["tokens"],
+                tokens=frame.tokens,
                 config_json=config_json,
                 run_id=mlflow_run,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ).set_caching_options(False)
-            for task in (prep, data, toks, train, ev, pub):
+            for task in (train, ev, pub):
                 harden(task, opts)
-            for task in (prep, data, toks, ev, pub):
+            for task in (ev, pub):
                 task.set_display_name(task.name.replace("-", " "))
 
     return kiln_pretrain

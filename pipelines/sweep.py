@@ -15,12 +15,9 @@ child run of it. Kubernetes settings are the pretraining pipeline's (`harden`, `
 
 from kfp import dsl
 
-from kiln.components.common.component import finalize, prepare
-from kiln.components.ingest.component import ingest
 from kiln.components.scaling.component import sweep_fit, sweep_grid, sweep_point
-from kiln.components.tokenization.component import tokenize
 from kiln.pipelines.options import PipelineOptions
-from kiln.pipelines.pretrain import harden, training_pod
+from kiln.pipelines.pretrain import harden, run_frame, training_pod
 
 SWEEP_PIPELINE_NAME = "kiln-sweep"
 
@@ -68,35 +65,15 @@ def build_sweep_pipeline(opts: PipelineOptions | None = None):
             gpus_per_worker: GPUs per worker; also each point's GPU request.
             run_id: write to this existing MLflow run ('' = a new one).
         """
-        final = finalize(
-            preset=preset,
-            overrides=overrides,
-            mlflow_uri=mlflow_uri,
+        with run_frame(
+            opts, "kiln-sweep", corpus_uri, preset=preset, overrides=overrides,
+            model_name=model_name, s3_bucket=s3_bucket, mlflow_uri=mlflow_uri,
+            ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
             run_id=run_id,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_caching_options(False)
-        final.set_display_name("finalize")
-        harden(final, opts)
-        with dsl.ExitHandler(final, name="kiln-sweep"):
-            prep = prepare(
-                preset=preset,
-                overrides=overrides,
-                model_name=model_name,
-                s3_bucket=s3_bucket,
-                mlflow_uri=mlflow_uri,
-                ray_address=ray_address,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                run_id=run_id,
-                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ).set_caching_options(False)
-            config_json, mlflow_run = prep.outputs["config_json"], prep.outputs["run_id"]
-            data = ingest(corpus_uri=corpus_uri, config_json=prep.outputs["ingest_config"])
-            toks = tokenize(
-                dataset=data.outputs["dataset"], config_json=prep.outputs["tokenize_config"]
-            )
+        ) as frame:  # fmt: skip
+            config_json, mlflow_run = frame.config_json, frame.mlflow_run
             grid = sweep_grid(
-                tokens=toks.outputs["tokens"],
+                tokens=frame.tokens,
                 config_json=config_json,
                 run_id=mlflow_run,
                 budgets=budgets,
@@ -106,7 +83,7 @@ def build_sweep_pipeline(opts: PipelineOptions | None = None):
             with dsl.ParallelFor(grid.output, parallelism=opts.sweep_parallelism) as point:
                 # Each item carries its config and the sweep's run: KFP's local runner (2.17)
                 # hands a ParallelFor body the loop item for every other task-output parameter.
-                run = sweep_point(tokens=toks.outputs["tokens"], point=point)
+                run = sweep_point(tokens=frame.tokens, point=point)
                 run.set_caching_options(False)
                 training_pod(run, opts, gpus_per_worker)
                 harden(run, opts)
@@ -117,7 +94,7 @@ def build_sweep_pipeline(opts: PipelineOptions | None = None):
                 run_id=mlflow_run,
                 target_budget=target_budget,
             ).set_caching_options(False)
-            for task in (prep, data, toks, grid, fitted):
+            for task in (grid, fitted):
                 harden(task, opts)
                 task.set_display_name(task.name.replace("-", " "))
 
