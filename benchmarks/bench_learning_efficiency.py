@@ -83,7 +83,7 @@ def main() -> None:
         print(
             f"\nbits/byte at equal wall-clock ({budget:.0f} s): kiln {bpb:.4f} | with "
             f"{' '.join(args.versus)} {other:.4f} | ratio {other / bpb:.3f} "
-            f"({100 * (1 - other / bpb):+.1f}% lower)"
+            f"({abs(100 * (1 - other / bpb)):.1f}% {'lower' if other < bpb else 'higher'})"
         )
 
 
