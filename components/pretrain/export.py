@@ -1,9 +1,9 @@
-"""Hugging Face Llama format: export a trained model, import one back.
+"""Hugging Face Llama format (Qwen3 with QK-norm): export a trained model, import one back.
 
 `export_hf(model, out_dir, tokenizer_json)` writes what `transformers.AutoModelForCausalLM` and vLLM
 load as is:
 
-    model/config.json              LlamaForCausalLM config
+    model/config.json              LlamaForCausalLM config (Qwen3ForCausalLM with model.qk_norm)
     model/generation_config.json
     model/model.safetensors        weights under HF names (ours already match; `model.` prefix added)
     model/tokenizer.json           (+ tokenizer_config.json / special_tokens_map.json)
@@ -29,9 +29,15 @@ EOT = "<|endoftext|>"
 
 
 def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32") -> dict:
+    """The `config.json` of our model: Llama's, or Qwen3's when it has QK-norm (Qwen3 is Llama
+    plus per-head q/k RMSNorm; the other fields mean the same)."""
+    family = (
+        {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "use_sliding_window": False}
+        if cfg.qk_norm
+        else {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    )
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        **family,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": ffn_dim(cfg),
@@ -153,9 +159,15 @@ def export_checkpoint(
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """Our ModelConfig from a Hugging Face Llama `config.json` mapping."""
-    if hf.get("model_type") != "llama":
-        raise ValueError(f"expected a llama config, got model_type={hf.get('model_type')!r}")
+    """Our ModelConfig from a Hugging Face Llama or Qwen3 `config.json` mapping."""
+    if hf.get("model_type") not in ("llama", "qwen3"):
+        raise ValueError(
+            f"expected a llama or qwen3 config, got model_type={hf.get('model_type')!r}"
+        )
+    if hf.get("use_sliding_window"):
+        raise ValueError("sliding-window attention (use_sliding_window) is not supported")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise ValueError("attention or MLP biases are not supported")
     heads = hf["num_attention_heads"]
     if hf.get("head_dim", hf["hidden_size"] // heads) != hf["hidden_size"] // heads:
         raise ValueError("head_dim != hidden_size / num_attention_heads is not supported")
@@ -174,6 +186,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         ),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qk_norm=hf["model_type"] == "qwen3",
     )
 
 

@@ -1,8 +1,10 @@
-"""A LLaMA-style decoder: RMSNorm, rotary embeddings, grouped-query attention (SDPA), SwiGLU.
+"""A LLaMA-style decoder: RMSNorm, rotary embeddings, grouped-query attention (SDPA), SwiGLU;
+optionally QK-norm (Qwen3's per-head RMSNorm of queries and keys).
 
 Architecture only, in stock torch ops: no optimizer, data, parallelism or custom kernels here
 (those are applied from outside). Parameter names and layouts follow Hugging Face's
-`LlamaForCausalLM` (including the rotate-half RoPE convention), except that the q/k/v and gate/up
+`LlamaForCausalLM` (with QK-norm, `Qwen3ForCausalLM`; including the rotate-half RoPE
+convention), except that the q/k/v and gate/up
 projections are stored fused (one matmul each): export and import are a rename plus a row split or
 concat, never a permutation:
 
@@ -103,12 +105,18 @@ class Attention(nn.Module):
         qkv_rows = (cfg.n_heads + 2 * cfg.n_kv_heads) * self.head_dim
         self.qkv_proj = nn.Linear(cfg.dim, qkv_rows, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
+        # QK-norm (Qwen3): per-head RMSNorm of queries and keys, before RoPE.
+        self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim)
         qk, v = qkv.split([H + KV, KV], dim=2)
+        if self.q_norm is not None:
+            q, k = qk.split([H, KV], dim=2)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
         # q and k rotate together in one pass, in the projection's dtype as HF does.
         q, k = apply_rope(qk, cos.to(qk.dtype), sin.to(qk.dtype)).split([H, KV], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
@@ -179,7 +187,7 @@ class Llama(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if name.endswith("layernorm.weight") or name == "norm.weight":
+            if name.endswith("norm.weight"):  # every RMSNorm gain (layer, q/k, final)
                 p.fill_(1.0)
                 continue
             scale = (

@@ -5,7 +5,7 @@
 
 Every figure follows Kiln's own model and training loop, so a plan matches what a run reports:
 - Parameters are counted from the shape the way `Llama` builds it (fused q/k/v and gate/up, no
-  biases, RMSNorm weights, an output head unless embeddings are tied).
+  biases, RMSNorm weights including QK-norm's, an output head unless embeddings are tied).
 - Training FLOPs per token are the MFU meter's (PaLM appendix B): 6·N + 12·L·H·Q·T, where N
   excludes the embedding lookup (a tied table counts once, as the output head).
 - Training state is 16 bytes per parameter: fp32 weights (4), fp32 gradients (4) and AdamW's two
@@ -79,7 +79,7 @@ def count_params(cfg: ModelConfig) -> ParamCount:
         embedding=cfg.vocab_size * d,
         attention=cfg.n_layers * attention,
         mlp=cfg.n_layers * mlp,
-        norms=(2 * cfg.n_layers + 1) * d,
+        norms=(2 * cfg.n_layers + 1) * d + (2 * cfg.n_layers * hd if cfg.qk_norm else 0),
         head=0 if cfg.tie_embeddings else cfg.vocab_size * d,
         layers=cfg.n_layers,
         dim=d,
@@ -164,7 +164,8 @@ def activation_bytes(cfg: ModelConfig, tokens: int, bf16: bool, checkpointing: b
     Every block's activations (`block_activation_bytes`), plus outside the blocks the final norm,
     the fp32 log-softmax of the logits (4·V) and the int64 inputs and targets. With checkpointing
     each block keeps only its fp32 input (4·d), and one block's activations live again while it
-    is recomputed.
+    is recomputed. QK-norm's per-head norms (model.qk_norm) are not counted: a few
+    c·Q·(H+KV) bytes per token more.
     """
     c = 2 if bf16 else 4
     outside = tokens * ((8 + c) * cfg.dim + 4 + 4 * cfg.vocab_size + 16)

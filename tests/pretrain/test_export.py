@@ -13,8 +13,12 @@ from kiln.components.pretrain.model import Llama
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, tied):
+@pytest.mark.parametrize(
+    "tied,qk_norm,arch",
+    [(False, False, "LlamaForCausalLM"), (True, False, "LlamaForCausalLM"),
+     (False, True, "Qwen3ForCausalLM")],
+)  # fmt: skip
+def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, tied, qk_norm, arch):
     cfg = ModelConfig(
         vocab_size=320,
         dim=64,
@@ -24,9 +28,15 @@ def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, ti
         max_seq_len=64,
         tie_embeddings=tied,
         rope_theta=500000.0,
+        qk_norm=qk_norm,
     )
     ours = Llama(cfg).eval()
     ours.init_weights(seed=3)
+    if qk_norm:  # gains away from 1, so that a misplaced or missing norm shows in the logits
+        with torch.no_grad():
+            for name, p in ours.named_parameters():
+                if name.endswith(("q_norm.weight", "k_norm.weight")):
+                    p.uniform_(0.5, 1.5)
     out = export_hf(ours.state_dict(), cfg, tmp_path / "model", tokens_dir / "tokenizer.json")
     assert {p.name for p in out.iterdir()} >= {
         "config.json",
@@ -35,7 +45,7 @@ def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, ti
         "generation_config.json",
     }
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
-    assert type(hf).__name__ == "LlamaForCausalLM"
+    assert type(hf).__name__ == arch
     x = torch.randint(0, 320, (2, 48))
     with torch.no_grad():
         diff = (ours(x) - hf(x).logits).abs().max().item()
@@ -78,5 +88,5 @@ def test_import_a_transformers_model_and_trained_checkpoint(tmp_path, tokens_dir
 
 def test_import_rejects_non_llama(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="expected a llama config"):
+    with pytest.raises(ValueError, match="expected a llama or qwen3 config"):
         import_hf(tmp_path)

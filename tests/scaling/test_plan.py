@@ -48,8 +48,9 @@ def test_published_parameter_counts_are_exact():
         TINYLLAMA,
         load_config("gpt2-124m").model,
         ModelConfig(vocab_size=100, dim=96, n_layers=3, n_heads=6, n_kv_heads=2),  # derived ffn
+        ModelConfig(vocab_size=100, dim=96, n_layers=3, n_heads=6, n_kv_heads=2, qk_norm=True),
     ],
-    ids=["llama3-8b", "tinyllama", "gpt2-124m", "small-derived-ffn"],
+    ids=["llama3-8b", "tinyllama", "gpt2-124m", "small-derived-ffn", "qk-norm"],
 )
 def test_counts_and_flops_match_the_model_and_the_mfu_meter(cfg):
     with torch.device("meta"):  # the real module, no memory

@@ -40,6 +40,11 @@ class ModelConfig(Section):
     tie_embeddings: bool = setting(
         False, "Share the token embedding and output projection weights."
     )
+    qk_norm: bool = setting(
+        False,
+        "RMSNorm over each head's queries and keys before RoPE (as Qwen3); the model then "
+        "exports as Qwen3ForCausalLM, which transformers and vLLM load as is.",
+    )
     init_std: float = setting(
         0.02, "Std of the normal init; residual projections are scaled by 1/sqrt(2·n_layers).", gt=0
     )
