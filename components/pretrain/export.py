@@ -45,7 +45,7 @@ def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
         "head_dim": cfg.dim // cfg.n_heads,
-        "hidden_act": "silu",
+        "hidden_act": cfg.mlp_act,
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
@@ -166,6 +166,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
         )
     if hf.get("use_sliding_window"):
         raise ValueError("sliding-window attention (use_sliding_window) is not supported")
+    if hf.get("hidden_act", "silu") not in ("silu", "relu2"):
+        raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (silu or relu2)")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise ValueError("attention or MLP biases are not supported")
     heads = hf["num_attention_heads"]
@@ -187,6 +189,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         qk_norm=hf["model_type"] == "qwen3",
+        mlp_act=hf.get("hidden_act", "silu"),
     )
 
 

@@ -144,10 +144,12 @@ class MLP(nn.Module):
         # Rows [gate | up]: one matmul; export splits it into HF's gate_proj/up_proj.
         self.gate_up_proj = nn.Linear(cfg.dim, 2 * hidden, bias=False)
         self.down_proj = nn.Linear(hidden, cfg.dim, bias=False)
+        self.relu2 = cfg.mlp_act == "relu2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        act = F.relu(gate).square() if self.relu2 else F.silu(gate)
+        return self.down_proj(act * up)
 
 
 class Block(nn.Module):

@@ -14,11 +14,13 @@ transformers = pytest.importorskip("transformers")
 
 
 @pytest.mark.parametrize(
-    "tied,qk_norm,arch",
-    [(False, False, "LlamaForCausalLM"), (True, False, "LlamaForCausalLM"),
-     (False, True, "Qwen3ForCausalLM")],
+    "tied,qk_norm,act,arch",
+    [(False, False, "silu", "LlamaForCausalLM"), (True, False, "silu", "LlamaForCausalLM"),
+     (False, True, "silu", "Qwen3ForCausalLM"), (False, False, "relu2", "LlamaForCausalLM")],
 )  # fmt: skip
-def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, tied, qk_norm, arch):
+def test_transformers_loads_export_with_matching_logits(
+    tmp_path, tokens_dir, tied, qk_norm, act, arch
+):
     cfg = ModelConfig(
         vocab_size=320,
         dim=64,
@@ -29,6 +31,7 @@ def test_transformers_loads_export_with_matching_logits(tmp_path, tokens_dir, ti
         tie_embeddings=tied,
         rope_theta=500000.0,
         qk_norm=qk_norm,
+        mlp_act=act,
     )
     ours = Llama(cfg).eval()
     ours.init_weights(seed=3)

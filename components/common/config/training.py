@@ -40,6 +40,11 @@ class ModelConfig(Section):
     tie_embeddings: bool = setting(
         False, "Share the token embedding and output projection weights."
     )
+    mlp_act: Literal["silu", "relu2"] = setting(
+        "silu",
+        "Gate activation of the MLP: silu (SwiGLU, LLaMA) | relu2 (squared ReLU, as in the "
+        "modded-nanogpt speedrun, here gated); both export as hidden_act for transformers.",
+    )
     qk_norm: bool = setting(
         False,
         "RMSNorm over each head's queries and keys before RoPE (as Qwen3); the model then "
