@@ -136,6 +136,11 @@ def _count(cfg: ModelConfig, non_embedding: bool) -> int:
     return p.non_embedding if non_embedding else p.total
 
 
+def tokens_per_step(cfg: Config, gpus: int = 1) -> int:
+    """Global tokens per optimizer step: train.tokens_per_step, or one micro-batch per GPU."""
+    return cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len * gpus
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token as the MFU meter counts them: 6·N + 12·L·H·Q·T."""
     n = count_params(cfg).non_embedding
@@ -276,7 +281,7 @@ def make_plan(
         raise ValueError(f"--mfu must be in (0, 1], got {mfu}")
     spec = gpu_type(gpu)
     seq = cfg.data.seq_len
-    per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * seq * gpus
+    per_step = tokens_per_step(cfg, gpus)
     tokens = train_tokens if train_tokens is not None else cfg.train.max_steps * per_step
     fpt = flops_per_token(cfg.model, seq)
     flops = fpt * tokens

@@ -34,7 +34,13 @@ from kiln.components.scaling.fit import (
     fit_parametric,
     isoflop_minimum,
 )
-from kiln.components.scaling.plan import chinchilla_optimal, count_params, family, shape_for_params
+from kiln.components.scaling.plan import (
+    chinchilla_optimal,
+    count_params,
+    family,
+    shape_for_params,
+    tokens_per_step,
+)
 
 log = logging.getLogger("kiln.sweep")
 SWEEP_JSON = "sweep.json"
@@ -67,7 +73,7 @@ def sweep_grid(
         raise ValueError(f"spread must be > 1 (the largest size ÷ the optimum), got {spread}")
     base = dataclasses.replace(cfg.model, vocab_size=vocab_size)
     shapes_of = family(base)  # the preset's head size and width per layer
-    per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
+    per_step = tokens_per_step(cfg)
     points = []
     for i, budget in enumerate(budgets):
         center, _ = chinchilla_optimal(budget)

@@ -148,7 +148,12 @@ def _recommend(args: argparse.Namespace, cfg) -> dict:
     import sys
 
     from kiln.components.scaling.fit import recommend
-    from kiln.components.scaling.plan import chinchilla_optimal, family, shape_for_params
+    from kiln.components.scaling.plan import (
+        chinchilla_optimal,
+        family,
+        shape_for_params,
+        tokens_per_step,
+    )
 
     if args.budget <= 0:
         raise ValueError(f"--budget must be positive FLOPs, got {args.budget:g}")
@@ -176,9 +181,7 @@ def _recommend(args: argparse.Namespace, cfg) -> dict:
         cfg.model, found["params"], non_embedding=bool(args.from_sweep), **family(cfg.model)
     )
     cfg.model = shape
-    per_step = (
-        cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len * args.gpus
-    )
+    per_step = tokens_per_step(cfg, args.gpus)
     steps = max(1, math.ceil(found["tokens"] / per_step))
     cfg.train.max_steps = steps
     found["overrides"] = [
