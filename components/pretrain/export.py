@@ -28,7 +28,9 @@ from kiln.components.pretrain.model import Llama, ffn_dim
 EOT = "<|endoftext|>"
 
 
-def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32") -> dict:
+def hf_config(
+    cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32", bos_id: int | None = None
+) -> dict:
     """The `config.json` of our model: Llama's, or Qwen3's when it has QK-norm (Qwen3 is Llama
     plus per-head q/k RMSNorm; the other fields mean the same)."""
     family = (
@@ -53,7 +55,7 @@ def hf_config(cfg: ModelConfig, eos_id: int | None = None, dtype: str = "float32
         "attention_bias": False,
         "mlp_bias": False,
         "initializer_range": cfg.init_std,
-        "bos_token_id": eos_id,
+        "bos_token_id": eos_id if bos_id is None else bos_id,
         "eos_token_id": eos_id,
         "torch_dtype": dtype,
         "use_cache": True,
@@ -108,8 +110,14 @@ def export_hf(
     out_dir: str | Path,
     tokenizer_json: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
+    chat_template: str | None = None,
+    eos_token: str = EOT,
 ) -> Path:
-    """Write a Hugging Face Llama model directory from our state dict."""
+    """Write a Hugging Face Llama model directory from our state dict.
+
+    A chat model passes its Jinja `chat_template` (saved in tokenizer_config.json, where
+    `apply_chat_template` reads it) and its end-of-turn `eos_token`, which ends generation.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = {}
@@ -118,13 +126,16 @@ def export_hf(
             continue  # HF re-ties it from the embedding
         weights[name] = tensor.detach().to("cpu", dtype).contiguous()
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    eos_id = None
+    eos_id = bos_id = None
     if tokenizer_json:
         shutil.copyfile(tokenizer_json, out / "tokenizer.json")
         vocab = json.loads(Path(tokenizer_json).read_text()).get("added_tokens", [])
-        eos_id = next((t["id"] for t in vocab if t["content"] == EOT), None)
+        ids = {t["content"]: t["id"] for t in vocab}
+        eos_id, bos_id = ids.get(eos_token), ids.get(EOT)
         special = (
-            {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eos_id is not None else {}
+            {"bos_token": EOT, "eos_token": eos_token, "unk_token": EOT}
+            if eos_id is not None and EOT in ids
+            else {}
         )
         (out / "tokenizer_config.json").write_text(
             json.dumps(
@@ -133,29 +144,44 @@ def export_hf(
                     "model_max_length": cfg.max_seq_len,
                     "clean_up_tokenization_spaces": False,
                     **special,
+                    **({"chat_template": chat_template} if chat_template else {}),
                 },
                 indent=2,
             )
         )
         (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     dtype_name = str(dtype).removeprefix("torch.")
-    (out / "config.json").write_text(json.dumps(hf_config(cfg, eos_id, dtype_name), indent=2))
+    (out / "config.json").write_text(
+        json.dumps(hf_config(cfg, eos_id, dtype_name, bos_id), indent=2)
+    )
     gen = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256}
     if eos_id is not None:
-        gen.update(bos_token_id=eos_id, eos_token_id=eos_id)
+        gen.update(bos_token_id=eos_id if bos_id is None else bos_id, eos_token_id=eos_id)
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
     return out
 
 
 def export_checkpoint(
-    checkpoint_dir: str | Path, out_dir: str | Path, tokenizer_json: str | Path | None = None
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    tokenizer_json: str | Path | None = None,
+    chat_template: str | None = None,
+    eos_token: str = EOT,
 ) -> Path:
-    """Export a training checkpoint (`step_N/`) to a Hugging Face model directory."""
+    """Export a training checkpoint (`step_N/`) to a Hugging Face model directory (a chat
+    model with its template and end-of-turn token, see `export_hf`)."""
     from kiln.components.common.config import from_dict
 
     parts = ckpt.read_checkpoint(checkpoint_dir)
     cfg = from_dict(parts["config"]).model
-    return export_hf(parts["model"], cfg, out_dir, tokenizer_json)
+    return export_hf(
+        parts["model"],
+        cfg,
+        out_dir,
+        tokenizer_json,
+        chat_template=chat_template,
+        eos_token=eos_token,
+    )
 
 
 def config_from_hf(hf: dict) -> ModelConfig:

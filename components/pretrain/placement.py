@@ -48,14 +48,17 @@ def local_tokens(tokens_dir: str | Path, runtime: Runtime) -> Path:
     return local
 
 
+def padded_vocab(tokens: int) -> int:
+    """The model's vocabulary for a tokenizer of `tokens` ids, padded for fast matmuls."""
+    # Multiples of 64 keep large output matmuls fast; a tiny vocabulary only needs 8 (padding
+    # 65 character ids to 128 would double the output layer for nothing).
+    return _round_up(tokens, 64 if tokens >= 1024 else 8)
+
+
 def model_shape(cfg: ModelConfig, tokens_dir: str | Path) -> ModelConfig:
     """The model to build: `cfg` with the vocabulary sized from the tokenized data (padded for
     fast matmuls). A new ModelConfig: the run's config keeps what the user set."""
-    manifest = read_manifest(tokens_dir)
-    # Multiples of 64 keep large output matmuls fast; a tiny vocabulary only needs 8 (padding
-    # 65 character ids to 128 would double the output layer for nothing).
-    vocab = _round_up(manifest.vocab_size, 64 if manifest.vocab_size >= 1024 else 8)
-    return dataclasses.replace(cfg, vocab_size=vocab)
+    return dataclasses.replace(cfg, vocab_size=padded_vocab(read_manifest(tokens_dir).vocab_size))
 
 
 def parallelize(model: Llama, cfg: Config, device: torch.device) -> torch.nn.Module:

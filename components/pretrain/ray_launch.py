@@ -41,7 +41,7 @@ from kiln.components.common.errors import UserError
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.placement import local_param_count
 from kiln.components.pretrain.runtime import Runtime
-from kiln.components.pretrain.train import Trainer
+from kiln.components.pretrain.train import make_trainer
 
 log = logging.getLogger("kiln.ray")
 RUN_NAME = "train"
@@ -98,7 +98,7 @@ def train_loop_per_worker(config: dict) -> None:
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    trainer = Trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
+    trainer = make_trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
     # Where each worker landed and what it holds: for debugging placement and sharding.
     log.info(
         "worker rank %d on node %s (pid %d, %s, %s, %d local parameters)",

@@ -148,6 +148,39 @@ def _log_curve(out: Path, tracker: Tracker, replay: bool) -> None:
         tracker.log_artifact(out / "loss_curve.png", "train")
 
 
+def train_and_export(
+    cfg, tokens_dir: str | Path, output_dir: str | Path, run_id: str = "", **export: Any
+) -> dict[str, Any]:
+    """Train where `cfg.dist` says, export the final checkpoint to `output_dir/model` (with
+    `export`'s keywords: a chat template), track it all; returns the summary."""
+    from kiln.components.pretrain.export import export_checkpoint
+
+    tokens, out = Path(tokens_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    tracker = step_tracker(cfg, run_id)
+    with tracker.system_metrics() if _trains_here(cfg) else contextlib.nullcontext():
+        final, tracked = _train(cfg, tokens, out, tracker, run_id)
+    if final is None:
+        raise RuntimeError(f"training wrote no checkpoint under {out}; see the log above")
+    tokenizer = tokens / "tokenizer.json"
+    model_dir = export_checkpoint(
+        final, out / "model", tokenizer if tokenizer.exists() else None, **export
+    )
+    _log_curve(out, tracker, replay=not tracked)
+    tracker.log_artifact(out / "config.json", "train")
+    losses = read_train_log(out)
+    summary = {
+        "checkpoint": str(final),
+        "model_dir": str(model_dir),
+        "steps": max(losses) if losses else 0,
+        "final_loss": losses[max(losses)] if losses else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("training: %s (train log %s)", summary, out / TRAIN_LOG)
+    return summary
+
+
 def pretrain_step(
     tokens_dir: str, output_dir: str, config_json: str, run_id: str = ""
 ) -> dict[str, Any]:
@@ -162,28 +195,4 @@ def pretrain_step(
     Returns:
         The final step, checkpoint and model directory, and the last logged loss.
     """
-    from kiln.components.pretrain.export import export_checkpoint
-
-    cfg = step_config(config_json)
-    tokens, out = Path(tokens_dir), Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
-    tracker = step_tracker(cfg, run_id)
-    with tracker.system_metrics() if _trains_here(cfg) else contextlib.nullcontext():
-        final, tracked = _train(cfg, tokens, out, tracker, run_id)
-    if final is None:
-        raise RuntimeError(f"training wrote no checkpoint under {out}; see the log above")
-    tokenizer = tokens / "tokenizer.json"
-    model_dir = export_checkpoint(final, out / "model", tokenizer if tokenizer.exists() else None)
-    _log_curve(out, tracker, replay=not tracked)
-    tracker.log_artifact(out / "config.json", "train")
-    losses = read_train_log(out)
-    summary = {
-        "checkpoint": str(final),
-        "model_dir": str(model_dir),
-        "steps": max(losses) if losses else 0,
-        "final_loss": losses[max(losses)] if losses else None,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("pretrain: %s (train log %s)", summary, out / TRAIN_LOG)
-    return summary
+    return train_and_export(step_config(config_json), tokens_dir, output_dir, run_id)

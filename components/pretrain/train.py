@@ -21,6 +21,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from kiln.components.common.config import Config
+from kiln.components.common.config import Config, ModelConfig
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import TokenLoader
 from kiln.components.pretrain.model import Llama
@@ -46,6 +47,7 @@ from kiln.components.tokenization.manifest import read_manifest, shard_paths, ve
 from kiln.components.tokenization.shards import ShardError
 
 log = logging.getLogger("kiln.train")
+IGNORE = -100  # targets that are not learned (F.cross_entropy's ignore_index)
 
 
 class Validation(NamedTuple):
@@ -63,7 +65,7 @@ class Trainer:
         tokens_dir = self.tokens_dir = local_tokens(tokens_dir, runtime)
         self.device = runtime.device
         self.rank, self.world = runtime.rank, runtime.world_size
-        self.model_cfg = model_shape(cfg.model, tokens_dir)
+        self.model_cfg = self.build_model_cfg()
         t, d = cfg.train, cfg.data
         per_micro = t.micro_batch_size * d.seq_len * self.world
         if t.tokens_per_step and t.tokens_per_step % per_micro:
@@ -77,14 +79,34 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = Llama(self.model_cfg)
         self.model.init_weights(seed=t.seed)  # identical on every rank and device
+        self.load_initial_weights()
         self.model.checkpoint_layers = t.activation_checkpointing
         self.model.to(self.device)
         self.fwd = parallelize(self.model, cfg, self.device)
         self.optimizers = build_optimizers(self.model, cfg.optim, self.device)
         self.autocast = self._autocast()
 
+        self.open_data()
+        self.max_steps = self.total_steps()
+        self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
+        self.loss_ema: float | None = None
+        self.snapshot: dict[str, Any] | None = None
+        self.flops_per_token = self.model.flops_per_token(d.seq_len)
+        self.peak = peak_flops(self.device.type, self.device.index or 0)  # None on CPU: no MFU
+
+    # ------------------------------------------------------- what fine-tuning changes (sft/train.py)
+    def build_model_cfg(self) -> ModelConfig:
+        """The model to build: the config's shape, vocabulary sized from the tokenizer."""
+        return model_shape(self.cfg.model, self.tokens_dir)
+
+    def load_initial_weights(self) -> None:
+        """Start from other weights than the seeded init (pretraining: none)."""
+
+    def open_data(self) -> None:
+        """Set `loader` (train batches), `has_val` and `eot_id` from the tokens directory."""
+        d, t = self.cfg.data, self.cfg.train
         self.loader = TokenLoader(
-            shard_paths(tokens_dir, "train"),
+            shard_paths(self.tokens_dir, "train"),
             d.seq_len,
             t.micro_batch_size,
             self.rank,
@@ -92,16 +114,44 @@ class Trainer:
             d.seed,
             d.shuffle,
         )
-        manifest = read_manifest(tokens_dir)
+        manifest = read_manifest(self.tokens_dir)
         self.has_val = bool(manifest.splits.get("val"))
         if self.has_val:  # a damaged val shard fails now, not after the first eval_every steps
-            verify_shards(shard_paths(tokens_dir, "val"))
+            verify_shards(shard_paths(self.tokens_dir, "val"))
         self.eot_id = manifest.eot_id
-        self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
-        self.loss_ema: float | None = None
-        self.snapshot: dict[str, Any] | None = None
-        self.flops_per_token = self.model.flops_per_token(d.seq_len)
-        self.peak = peak_flops(self.device.type, self.device.index or 0)  # None on CPU: no MFU
+
+    def total_steps(self) -> int:
+        return self.cfg.train.max_steps
+
+    def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`train.eval_batches` batches of the val split (nothing when it is too small)."""
+        d, t = self.cfg.data, self.cfg.train
+        try:
+            val = TokenLoader(
+                shard_paths(self.tokens_dir, "val"),
+                d.seq_len,
+                t.micro_batch_size,
+                self.rank,
+                self.world,
+                shuffle=False,
+            )
+        except ShardError:
+            raise  # damaged data is an error, never a reason to train on without validation
+        except ValueError as e:  # a val split smaller than one batch: train on, unvalidated
+            log.warning("skipping validation: %s", e)
+            self.has_val = False
+            return
+        for _ in range(t.eval_batches):
+            yield val.next_batch()
+
+    def target_count(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
+        """What one step's summed loss is divided by on this rank; None = every target counts
+        (the mean per micro-batch, over the micro-batches)."""
+        return None
+
+    def prompt_ids(self, tokenizer, prompt: str) -> tuple[list[int], int | None]:
+        """Ids a sample continues, and the id that ends it (None: generate to the length)."""
+        return tokenizer.encode(prompt).ids or [self.eot_id], None
 
     # --------------------------------------------------------------------------- setup helpers
     def _autocast(self):
@@ -124,10 +174,14 @@ class Trainer:
             self.model.set_requires_gradient_sync(on)
         return contextlib.nullcontext()
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, divisor: float | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the batch; with `divisor`, its sum (targets -100 ignored) / divisor."""
         with self.autocast():
             logits = self.fwd(x)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+        flat = logits.float().view(-1, logits.shape[-1])
+        if divisor is None:
+            return F.cross_entropy(flat, y.reshape(-1))
+        return F.cross_entropy(flat, y.reshape(-1), ignore_index=IGNORE, reduction="sum") / divisor
 
     # ------------------------------------------------------------------------------ state I/O
     def state(self) -> tuple[dict, dict]:
@@ -150,7 +204,7 @@ class Trainer:
         }
 
     def load(self, directory: Path) -> None:
-        parts = ckpt.read_checkpoint(directory, tied=self.cfg.model.tie_embeddings)
+        parts = ckpt.read_checkpoint(directory, tied=self.model_cfg.tie_embeddings)
         saved = parts["config"].get("model", {})
         ckpt.check_same_model(directory, saved, dataclasses.asdict(self.model_cfg))
         set_state_dict(
@@ -173,7 +227,7 @@ class Trainer:
         # The checkpoint records the model it holds (export rebuilds it from this config).
         config = {**self.cfg.to_dict(), "model": dataclasses.asdict(self.model_cfg)}
         trainer_state = self.trainer_state()
-        tied = self.cfg.model.tie_embeddings
+        tied = self.model_cfg.tie_embeddings
 
         log_file = Path(self.runtime.output_dir) / TRAIN_LOG
 
@@ -207,39 +261,28 @@ class Trainer:
         """Loss and bits per byte on `train.eval_batches` batches of the val split (all ranks)."""
         if not self.has_val:
             return None
-        d, t = self.cfg.data, self.cfg.train
-        try:
-            val = TokenLoader(
-                shard_paths(self.tokens_dir, "val"),
-                d.seq_len,
-                t.micro_batch_size,
-                self.rank,
-                self.world,
-                shuffle=False,
-            )
-        except ShardError:
-            raise  # damaged data is an error, never a reason to train on without validation
-        except ValueError as e:  # a val split smaller than one batch: train on, unvalidated
-            log.warning("skipping validation: %s", e)
-            self.has_val = False
-            return None
         lengths = self.token_bytes
         self.model.eval()
         # Σ nats, target tokens, Σ target bytes: summed over batches, then over ranks.
         totals = torch.zeros(3, device=self.device, dtype=torch.float64)
-        for _ in range(t.eval_batches):
-            x, y = val.next_batch()
+        for x, y in self.val_batches():
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast():
                 logits = self.fwd(x)  # (B, T, V)
             nats = F.cross_entropy(
-                logits.float().view(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
-            )
+                logits.float().view(-1, logits.shape[-1]),
+                y.reshape(-1),
+                ignore_index=IGNORE,
+                reduction="none",
+            )  # 0 where the target is ignored
+            counted = y != IGNORE
             totals[0] += nats.double().sum()
-            totals[1] += nats.numel()
+            totals[1] += counted.sum()
             if lengths is not None:
-                totals[2] += lengths[y].sum()
+                totals[2] += (lengths[y.clamp(min=0)] * counted).sum()
         self.model.train()
+        if not self.has_val:
+            return None
         if self.world > 1:
             dist.all_reduce(totals)
         nats_sum, count, n_bytes = totals.tolist()
@@ -266,13 +309,21 @@ class Trainer:
         out = []
         self.model.eval()
         for prompt in self.cfg.train.sample_prompts:
-            ids = tokenizer.encode(prompt).ids or [self.eot_id]
+            ids, stop = self.prompt_ids(tokenizer, prompt)
             x = torch.tensor([ids], device=self.device)
             with self.autocast():
                 y = self.model.generate(
-                    x, self.cfg.train.sample_tokens, temperature=0.8, top_k=50, generator=gen
+                    x,
+                    self.cfg.train.sample_tokens,
+                    temperature=0.8,
+                    top_k=50,
+                    eos_id=stop,
+                    generator=gen,
                 )
-            out.append(tokenizer.decode(y[0].tolist()))
+            if stop is None:
+                out.append(tokenizer.decode(y[0].tolist()))
+            else:  # a chat model: the question and its answer
+                out.append(f"{prompt} → {tokenizer.decode(y[0, len(ids) :].tolist())}")
         self.model.train()
         return out
 
@@ -281,16 +332,17 @@ class Trainer:
         """One optimizer step over `accum` micro-batches: (mean loss, grad norm, stepped)."""
         set_lr(
             self.optimizers,
-            lr_at(self.step, self.cfg.train.max_steps, self.cfg.optim),
+            lr_at(self.step, self.max_steps, self.cfg.optim),
             self.cfg.optim,
         )
         total = torch.zeros((), device=self.device)
-        for micro in range(self.accum):
-            x, y = self.loader.next_batch()
+        batches = [self.loader.next_batch() for _ in range(self.accum)]
+        divisor = self.target_count(batches)
+        for micro, (x, y) in enumerate(batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._sync_grads(micro == self.accum - 1):
-                loss = self.loss(x, y)
-                loss = loss / self.accum if self.accum > 1 else loss
+                loss = self.loss(x, y, divisor)
+                loss = loss / self.accum if self.accum > 1 and divisor is None else loss
                 loss.backward()
             total += loss.detach()
         loss = self._all_mean(total)
@@ -377,17 +429,19 @@ class Trainer:
                 self.accum,
                 self.cfg.data.seq_len,
                 self.world,
-                t.max_steps,
+                self.max_steps,
                 self.device,
             )
         train_log = Path(self.runtime.output_dir) / TRAIN_LOG if self.rank == 0 else None
         losses: dict[int, float] = {}
-        progress = ProgressLine(t.max_steps, enabled=self.rank == 0)
+        progress = ProgressLine(self.max_steps, enabled=self.rank == 0)
         start_step, t0 = self.step, time.perf_counter()
         window_t, window_steps = t0, 0
         val_loss, samples, tok_s = None, [], 0.0
         stop = (
-            min(t.max_steps, start_step + t.stop_after_steps) if t.stop_after_steps else t.max_steps
+            min(self.max_steps, start_step + t.stop_after_steps)
+            if t.stop_after_steps
+            else self.max_steps
         )
         while self.step < stop:
             loss, norm, stepped = self.train_step()
@@ -418,9 +472,9 @@ class Trainer:
                     record["mfu"] = utilization
                 window_t, window_steps = now, 0
                 if self.rank == 0:
-                    eta = (t.max_steps - self.step) * (now - t0) / max(1, self.step - start_step)
+                    eta = (self.max_steps - self.step) * (now - t0) / max(1, self.step - start_step)
                     line = progress_text(
-                        self.step, t.max_steps, loss, record["lr"], norm, tok_s, utilization, eta
+                        self.step, self.max_steps, loss, record["lr"], norm, tok_s, utilization, eta
                     )
                     progress.update(self.step, line) if progress.live else log.info(line)
             eval_now = (t.eval_every and self.step % t.eval_every == 0) or last
@@ -464,6 +518,21 @@ class Trainer:
         )
 
 
+def make_trainer(
+    cfg: Config, tokens_dir: str | Path, runtime: Runtime, tracker: Tracker | None = None
+) -> Trainer:
+    """The trainer for `tokens_dir`: pretraining on token shards, or fine-tuning on rendered
+    conversations (a chat tokens directory, see `kiln.components.sft`)."""
+    local = local_tokens(tokens_dir, runtime)
+    from kiln.components.sft.data import is_chat_tokens
+
+    if is_chat_tokens(local):
+        from kiln.components.sft.train import SFTTrainer
+
+        return SFTTrainer(cfg, local, runtime, tracker)
+    return Trainer(cfg, local, runtime, tracker)
+
+
 def pretrain(
     cfg: Config,
     tokens_dir: str | Path,
@@ -481,4 +550,4 @@ def pretrain(
         raise ValueError(
             f"{runtime.checkpoint_root} already holds checkpoints: pass --resume to continue, or use a new --output"
         )
-    return Trainer(cfg, tokens_dir, runtime, tracker).fit()
+    return make_trainer(cfg, tokens_dir, runtime, tracker).fit()

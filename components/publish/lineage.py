@@ -52,9 +52,12 @@ def code_version() -> str:
 
 def lineage_tags(report: dict[str, Any], tokens_dir: str | Path | None = None) -> dict[str, str]:
     """Lineage of an evaluated model: digests from the tokens manifest (when `tokens_dir` is
-    given, else the ones the eval report recorded), the val-set digest, and the code version."""
+    given, else the ones the eval report recorded), the val-set digest, and the code version;
+    for a fine-tuned model also its base (URI, registered name and version, MLflow run) and the
+    conversations' digest."""
     dataset, tokenizer = report.get("dataset_digest", ""), report.get("tokenizer_sha256", "")
-    if tokens_dir:
+    sft = report.get("kind") == "sft"  # its report carries the conversations' digests
+    if tokens_dir and not sft:
         from kiln.components.tokenization.manifest import read_manifest
 
         manifest = read_manifest(tokens_dir)
@@ -63,13 +66,25 @@ def lineage_tags(report: dict[str, Any], tokens_dir: str | Path | None = None) -
         tokenizer = manifest.tokenizer_sha256 or (
             sha256_file(tok_file) if tok_file.exists() else ""
         )
-    return {
+    tags = {
         "dataset_digest": dataset,
         "tokenizer_digest": tokenizer,
         "val_set_digest": report.get("val_set_digest", ""),
         "code_version": code_version(),
         "git_sha": git_sha(),
     }
+    if sft:  # a fine-tuned model names what it was fine-tuned from
+        base = report.get("base_registered") or {}
+        tags.update(
+            kind="sft",
+            base_model_uri=report.get("base_model", ""),
+            base_model_name=base.get("name", ""),
+            base_model_version=base.get("version", ""),
+            base_model_run_id=base.get("run_id", ""),
+            base_model_source=base.get("source", ""),
+            conversations_digest=dataset,
+        )
+    return tags
 
 
 def checkpoints_index(train_dir: str | Path | None) -> list[dict[str, Any]]:

@@ -109,7 +109,8 @@ def decide_champion(
 
     The eval gate must have passed and `publish.promote` be on; then, with a champion, `version`
     must beat it on the same validation set (`ModelRegistry.promote_if_better`); without one, its
-    val loss must beat the unigram baseline of its tokenizer by `eval.unigram_margin`.
+    val loss must beat the unigram baseline of its tokenizer by `eval.unigram_margin` (a
+    fine-tuned model: its gate, which required beating its base, is enough).
 
     Returns:
         {"moved": whether `version` is the champion now, "rule": which rule decided,
@@ -123,6 +124,11 @@ def decide_champion(
     if not cfg.publish.promote:
         return {"moved": False, "rule": "publish.promote", "reason": "publish.promote is off"}
     current = reg.version_by_alias(name, CHAMPION)
+    if current is None and report.get("kind") == "sft":
+        # The gate that passed already required beating the base on the same conversations.
+        reg.set_alias(name, version, CHAMPION)
+        reason = "the first fine-tuned version, and its gate required beating its base model"
+        return {"moved": True, "rule": "base model", "reason": reason}
     if current is None:
         verdict = unigram_rule(report.get("metrics", report), cfg.eval.unigram_margin)
         if verdict.passed:

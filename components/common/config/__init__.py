@@ -42,6 +42,7 @@ from kiln.components.common.config.platform import (
 )
 from kiln.components.common.config.presets import PRESETS, preset
 from kiln.components.common.config.run_params import RunParams, parse_overrides
+from kiln.components.common.config.sft import SFTConfig
 from kiln.components.common.config.training import (
     DataConfig,
     DistConfig,
@@ -65,6 +66,7 @@ __all__ = [
     "OptimConfig",
     "PublishConfig",
     "RunParams",
+    "SFTConfig",
     "Section",
     "StorageConfig",
     "TokenizerConfig",

@@ -54,11 +54,47 @@ def _1b(c: Config) -> None:
     c.optim.lr, c.optim.warmup_steps = 4e-4, 2000
 
 
+_CHAT_PROMPTS = ["What does `json.dumps` do?", "Explain `os.path.join` in one sentence."]
+
+
+def _sft(c: Config) -> None:
+    """What every fine-tuning preset shares: a chat model of its own name, the base's shape
+    (the model section does not apply), a short warmup and a few epochs."""
+    c.tracking.model_name = "kiln-llama-chat"
+    c.sft.base, c.sft.epochs = "models:/kiln-llama@champion", 3.0
+    c.optim.warmup_steps, c.optim.schedule, c.optim.min_lr_ratio = 10, "cosine", 0.0
+    c.optim.weight_decay = 0.0
+    c.train.sample_prompts = list(_CHAT_PROMPTS)
+    c.eval.prompts = list(_CHAT_PROMPTS)
+    c.eval.temperature = 0.0  # answers to compare from run to run
+
+
+def _sft_tiny(c: Config) -> None:
+    """Fine-tune a `tiny` base into a chat model on CPU in about a minute."""
+    _tiny(c)
+    _sft(c)
+    c.data.seq_len = c.model.max_seq_len = 128
+    c.train.micro_batch_size = 8
+    c.train.eval_every, c.train.ckpt_every, c.train.log_every = 50, 50, 10
+    c.optim.lr = 1e-3
+
+
+def _sft_small(c: Config) -> None:
+    """Fine-tune a `small` base (laptop CPU or one small GPU)."""
+    _small(c)
+    _sft(c)
+    c.train.micro_batch_size = 16
+    c.train.eval_every, c.train.ckpt_every = 100, 200
+    c.optim.lr = 2e-4
+
+
 PRESETS: dict[str, Callable[[Config], None]] = {
     "tiny": _tiny,
     "small": _small,
     "gpt2-124m": _gpt2_124m,
     "1b": _1b,
+    "sft-tiny": _sft_tiny,
+    "sft-small": _sft_small,
 }
 
 

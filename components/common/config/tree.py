@@ -15,6 +15,7 @@ from kiln.components.common.config.platform import (
     StorageConfig,
     TrackingConfig,
 )
+from kiln.components.common.config.sft import SFTConfig
 from kiln.components.common.config.training import (
     DataConfig,
     DistConfig,
@@ -39,6 +40,7 @@ class Config(Section):
     tracking: TrackingConfig = section(TrackingConfig)
     eval: EvalConfig = section(EvalConfig)
     publish: PublishConfig = section(PublishConfig)
+    sft: SFTConfig = section(SFTConfig)
 
     def check(self) -> None:
         """Rules between sections (each section has checked its own fields already)."""
