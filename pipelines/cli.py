@@ -28,6 +28,9 @@ COMMANDS = [
     "train",
     "evaluate",
     "publish",
+    "sft_data",  # module name; the command is `kiln sft-data`
+    "sft",
+    "chat",
     "generate",
     "config",
     "plan",

@@ -106,6 +106,62 @@ def write_builtin_corpus(directory: str | Path, max_bytes: int = 4 << 20) -> Pat
     return path
 
 
+CONVERSATIONS_NAME = "python-qa.jsonl"
+_QUESTIONS = (
+    "What does `{name}` do?",
+    "Explain `{name}` in one sentence.",
+    "In the Python standard library, what is `{name}` for?",
+)
+
+
+def builtin_conversations(limit: int | None = None) -> Iterator[dict]:
+    """Question/answer conversations made from the standard library's own docstrings: the user
+    asks what `module.name` does (one of a few phrasings), the assistant answers with the first
+    paragraph of its docstring. Deterministic for one Python version; no download."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p for p in root.rglob("*.py") if not _SKIP_DIRS & set(p.relative_to(root).parts[:-1])
+    )
+    count = 0
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for node in tree.body:  # public top-level functions and classes
+            if not isinstance(node, ast.ClassDef | ast.FunctionDef) or node.name.startswith("_"):
+                continue
+            doc = ast.get_docstring(node) or ""
+            answer = " ".join(doc.split("\n\n")[0].split())
+            if not 20 <= len(answer) <= 300:
+                continue
+            name = f"{module}.{node.name}"
+            question = _QUESTIONS[sum(map(ord, name)) % len(_QUESTIONS)].format(name=name)
+            yield {
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def write_builtin_conversations(directory: str | Path, limit: int | None = None) -> Path:
+    """Write `builtin_conversations()` as JSONL (`{"messages": [...]}` per line); its path."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CONVERSATIONS_NAME
+    content = "".join(
+        json.dumps(c, ensure_ascii=False) + "\n" for c in builtin_conversations(limit)
+    )
+    if not path.exists() or path.read_text(encoding="utf-8") != content:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
 def check_data(data: str) -> None:
     """Check `kiln run --data` up front: every local input (file, directory, glob, optionally
     `NAME=` prefixed) must name at least one readable file, the way the ingest step expands it.

@@ -52,6 +52,7 @@ class LocalRun:
     workdir: str = "kiln-work"
     data: str = ""  # '' = the built-in corpus (pipelines/corpus.py)
     baseline_model: str = ""
+    pipeline: str = "pretrain"  # or "sft": fine-tune sft.base on conversations (`data`)
 
 
 @dataclass
@@ -69,7 +70,10 @@ class LocalResult:
     @property
     def sample(self) -> str:
         samples = self.eval.get("samples") or []
-        return samples[0].get("text", "") if samples else ""
+        if not samples:
+            return ""
+        first = samples[0]
+        return first["text"] if "text" in first else f"{first['prompt']} → {first['answer']}"
 
 
 @contextlib.contextmanager
@@ -191,6 +195,8 @@ def run_local(run: LocalRun) -> LocalResult:
     """
     workdir = Path(run.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if run.pipeline == "sft":
+        return _run_sft(run, workdir)
     params, env, t0 = _run_pipeline(
         build_pipeline(), run.params, workdir, run.data, "kiln-run-local",
         baseline_model=run.baseline_model,
@@ -205,6 +211,28 @@ def run_local(run: LocalRun) -> LocalResult:
         run_id=params.run_id,
         eval=eval_report,
         published=published,
+        seconds=time.time() - t0,
+    )
+
+
+def _run_sft(run: LocalRun, workdir: Path) -> LocalResult:
+    """The fine-tuning pipeline (`kiln run --pipeline sft`), on the built-in conversations
+    (questions about the standard library answered by its docstrings) unless `run.data`."""
+    from kiln.pipelines.corpus import write_builtin_conversations
+    from kiln.pipelines.sft import SFT_PIPELINE_NAME, build_sft_pipeline
+
+    data = run.data or str(write_builtin_conversations(workdir / "corpus").resolve())
+    params, env, t0 = _run_pipeline(
+        build_sft_pipeline(), run.params, workdir, data, "kiln-sft-local"
+    )
+    run_dir = _newest_run_dir(workdir / "kfp", t0, SFT_PIPELINE_NAME)
+    return LocalResult(
+        run_dir=run_dir,
+        model_dir=run_dir / "sft" / "trained" / "model",
+        mlflow_uri=env["MLFLOW_TRACKING_URI"],
+        run_id=params.run_id,
+        eval=json.loads((run_dir / "sft-evaluate" / "report" / "eval.json").read_text()),
+        published=json.loads((run_dir / "publish" / "published" / "publish.json").read_text()),
         seconds=time.time() - t0,
     )
 

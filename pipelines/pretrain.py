@@ -79,6 +79,14 @@ def training_pod(task: dsl.PipelineTask, opts: PipelineOptions, gpus) -> dsl.Pip
     return task
 
 
+class Prepared(NamedTuple):
+    """What `prepared_frame` opens: the prepare step and its outputs."""
+
+    prep: dsl.PipelineTask
+    config_json: Any  # prepare's resolved config (a pipeline channel)
+    mlflow_run: Any  # prepare's MLflow run id
+
+
 class DataSteps(NamedTuple):
     """What `run_frame` opens: the prepare step and the (cached) data steps."""
 
@@ -89,12 +97,10 @@ class DataSteps(NamedTuple):
 
 
 @contextlib.contextmanager
-def run_frame(
-    opts: PipelineOptions, name: str, corpus_uri: Any, **run_params: Any
-) -> Iterator[DataSteps]:
+def prepared_frame(opts: PipelineOptions, name: str, **run_params: Any) -> Iterator[Prepared]:
     """The frame every Kiln pipeline shares: `finalize` as the exit handler (it closes the MLflow
-    run however the pipeline ends), then prepare → ingest → tokenize inside it; the body adds
-    its own steps within the `with`. `run_params` are `RunParams`' fields (prepare's inputs)."""
+    run however the pipeline ends), then `prepare` inside it; the body adds its own steps within
+    the `with`. `run_params` are `RunParams`' fields (prepare's inputs)."""
     # Runs last whatever happened: a failed or cancelled run's MLflow run is closed FAILED/KILLED.
     final = finalize(
         preset=run_params["preset"],
@@ -108,17 +114,28 @@ def run_frame(
     with dsl.ExitHandler(final, name=name):
         prep = prepare(**run_params, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         prep.set_caching_options(False)
+        harden(prep, opts)
+        prep.set_display_name("prepare")
+        yield Prepared(prep, prep.outputs["config_json"], prep.outputs["run_id"])
+
+
+@contextlib.contextmanager
+def run_frame(
+    opts: PipelineOptions, name: str, corpus_uri: Any, **run_params: Any
+) -> Iterator[DataSteps]:
+    """`prepared_frame`, then ingest → tokenize (cached) inside it: the frame of the pretraining
+    and sweep pipelines."""
+    with prepared_frame(opts, name, **run_params) as frame:
+        prep = frame.prep
         # The data steps get only their config section: their cache survives other changes.
         data = ingest(corpus_uri=corpus_uri, config_json=prep.outputs["ingest_config"])
         toks = tokenize(
             dataset=data.outputs["dataset"], config_json=prep.outputs["tokenize_config"]
         )
-        for task in (prep, data, toks):
+        for task in (data, toks):
             harden(task, opts)
             task.set_display_name(task.name.replace("-", " "))
-        yield DataSteps(
-            prep, prep.outputs["config_json"], prep.outputs["run_id"], toks.outputs["tokens"]
-        )
+        yield DataSteps(prep, frame.config_json, frame.mlflow_run, toks.outputs["tokens"])
 
 
 def build_pipeline(opts: PipelineOptions | None = None):

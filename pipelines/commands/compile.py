@@ -118,7 +118,7 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compile",
-        help="write the pretraining (or sweep) pipeline as KFP v2 YAML",
+        help="write the pretraining (or sweep, or sft) pipeline as KFP v2 YAML",
         description="Compile the Kiln pretraining pipeline (prepare → ingest → tokenize → "
         "pretrain → evaluate → publish), or with --pipeline sweep the scaling-law sweep "
         "(prepare → ingest → tokenize → grid → train and score each point → fit), to KFP v2 "
@@ -128,9 +128,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pipeline",
-        choices=("pretrain", "sweep"),
+        choices=("pretrain", "sweep", "sft"),
         default="pretrain",
-        help="which pipeline (default: pretrain)",
+        help="which pipeline (default: pretrain): pretrain | sweep | sft (fine-tune a base "
+        "model on conversations: prepare → conversations → sft → evaluate → publish)",
     )
     p.add_argument(
         "--output",
@@ -146,6 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.pipeline == "sweep":
         from kiln.pipelines.sweep import compile_sweep_pipeline as compile_pipeline
+    elif args.pipeline == "sft":
+        from kiln.pipelines.sft import compile_sft_pipeline as compile_pipeline
     else:
         from kiln.pipelines.pretrain import compile_pipeline
 

@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from kiln.components.common.config import RunParams
+from kiln.components.common.config import PRESETS, RunParams
+from kiln.components.common.errors import UserError
 from kiln.pipelines.options import LOCAL_DEFAULTS
 
 log = logging.getLogger("kiln.cli")
@@ -42,6 +43,7 @@ examples:
   kiln run                                         # built-in corpus, tiny preset
   kiln run --data 'corpus/*.jsonl' --set train.max_steps=500
   kiln run --mlflow-uri http://127.0.0.1:5000 --workers 0
+  kiln run --pipeline sft --base models:/kiln-llama@candidate   # a chat model from the last run
 """,
     )
     p.add_argument(
@@ -58,6 +60,21 @@ examples:
         help="where the corpus, step outputs, local MLflow store and local S3 go (default: kiln-work)",
     )
     RunParams.add_arguments(p, LOCAL_DEFAULTS)
+    p.add_argument(
+        "--pipeline",
+        choices=["pretrain", "sft"],
+        default="pretrain",
+        help="pretrain (default) | sft: fine-tune a base model into a chat model on "
+        "conversations (--data: .jsonl/.json records; default: built-in questions about "
+        "Python's standard library); --preset tiny/small then mean sft-tiny/sft-small",
+    )
+    p.add_argument(
+        "--base",
+        default="",
+        metavar="MODEL",
+        help="with --pipeline sft: the model to fine-tune (sft.base): models:/NAME@ALIAS, "
+        "s3://… or a model directory (default: the preset's, models:/kiln-llama@champion)",
+    )
     p.add_argument(
         "--baseline",
         default="",
@@ -114,8 +131,19 @@ def _summary(result) -> str:
 def run(args: argparse.Namespace) -> int:
     # Inputs first: a wrong --data or --set fails in a second, before the workdir or any step.
     params = RunParams.from_args(args)
+    if args.pipeline == "sft":
+        if not params.preset.startswith("sft-"):
+            params.preset = f"sft-{params.preset}"
+        if params.preset not in PRESETS:
+            raise UserError(
+                f"--pipeline sft has no preset {params.preset}: use sft-tiny or sft-small"
+            )
+        if args.base:
+            params.overrides.append(f"sft.base={args.base}")
+    elif args.base:
+        raise UserError("--base is for --pipeline sft (the model to fine-tune)")
     params.resolve()
-    if args.data:
+    if args.data and args.pipeline == "pretrain":
         from kiln.pipelines.corpus import check_data
 
         check_data(args.data)
@@ -127,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         data=args.data,
         baseline_model=args.baseline,
+        pipeline=args.pipeline,
     )
     try:
         if args.verbose:
