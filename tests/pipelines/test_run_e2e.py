@@ -192,3 +192,58 @@ def test_publish_again_is_idempotent(env):
         f"name='{MODEL}'"
     )
     assert len(versions) == 1
+
+
+def test_sft_pipeline_fine_tunes_the_registered_base_into_a_chat_model(env, tmp_path):
+    """`kiln run --pipeline sft` from the version registered above, against the same MLflow
+    server and S3: the chat model beats its base on held-out assistant tokens, its version names
+    the base version, and transformers renders and scores it exactly as Kiln does."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from kiln.components.common import storage
+    from kiln.components.pretrain.export import import_hf
+    from kiln.components.sft.template import render
+    from kiln.pipelines.corpus import builtin_conversations
+
+    base_version = env["result"]["published"]["registered"]["version"]
+    convs = tmp_path / "convs.jsonl"
+    rows = list(builtin_conversations(360))
+    convs.write_text("".join(json.dumps(c) + "\n" for c in rows))
+    argv = [
+        "run", "--pipeline", "sft", "--base", f"models:/{MODEL}/{base_version}",
+        "--workdir", str(tmp_path / "w"), "--data", str(convs), "--workers", "0",
+        "--model-name", f"{MODEL}-chat", "--json", "--set", "sft.epochs=2",
+        "--set", "optim.lr=3e-3", "--set", "train.eval_every=0", "--set", "eval.sample_tokens=8",
+    ]  # fmt: skip
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    text = out.getvalue()
+    result = json.loads(text[text.rindex("\n{") + 1 :] if "\n{" in text else text)
+    report = json.loads(
+        (Path(result["run_dir"]) / "sft-evaluate" / "report" / "eval.json").read_text()
+    )
+    assert report["val_loss"] < report["baseline"]["val_loss"]
+
+    reg = ModelRegistry(result["mlflow_uri"])
+    chat = reg.show(f"{MODEL}-chat", version=result["published"]["registered"]["version"])
+    assert chat["tags"]["base_model_name"] == MODEL
+    assert chat["tags"]["base_model_version"] == base_version
+    assert chat["tags"]["conversations_digest"] and chat["tags"]["kind"] == "sft"
+    assert "champion" in chat["aliases"]  # the gate required beating the base
+
+    model_dir = tmp_path / "fetched"  # the published copy, sha256-verified
+    storage.download_dir(result["published"]["model_uri"], model_dir, verify=True)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    from tokenizers import Tokenizer
+
+    ours = render(Tokenizer.from_file(str(model_dir / "tokenizer.json")), rows[0]["messages"])
+    theirs = hf_tok.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)
+    assert ours.ids == list(theirs["input_ids"])
+    x = torch.tensor([ours.ids])
+    with torch.no_grad():
+        diff = (import_hf(model_dir).eval()(x) - hf(x).logits).abs().max()
+    assert float(diff) < 1e-4
+    env["canary"].assert_absent(text, "kiln run --pipeline sft output")
