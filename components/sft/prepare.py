@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from kiln.components.common.config import Config, ModelConfig
+from kiln.components.common.errors import UserError
 from kiln.components.pretrain.export import import_hf
 from kiln.components.pretrain.placement import padded_vocab
 from kiln.components.sft.data import FORMAT, MANIFEST, _sha256, write_split
@@ -88,6 +89,30 @@ def resolve_base(
                 "with its tokenizer (what `kiln train` writes under model/)"
             )
     return BaseModel(directory, uri, registered)
+
+
+def check_base(uri: str, cfg: Config, workdir: str = "kiln-work") -> None:
+    """Fail in a second, before any step runs, when `uri` cannot be a base model: an empty
+    setting, an unknown registered name, version or alias, or a directory without a model."""
+    if not uri:
+        raise UserError(
+            "sft.base is empty: name the model to fine-tune (--base models:/NAME@ALIAS, a "
+            "model directory or s3://…)"
+        )
+    if uri.startswith("models:/"):
+        from kiln.components.common.registry import ModelRegistry
+
+        try:
+            ModelRegistry.existing(cfg.tracking.uri, workdir).resolve(uri)
+        except ValueError as e:
+            raise UserError(f"--base {uri}: {e} (see `kiln models list`)") from None
+    elif not uri.startswith(("s3://", "file:")):
+        missing = [n for n in ("config.json", "tokenizer.json") if not (Path(uri) / n).is_file()]
+        if missing:
+            raise UserError(
+                f"--base {uri}: not a Hugging Face model directory with its tokenizer (no "
+                f"{', '.join(missing)})"
+            )
 
 
 def resize_vocab(

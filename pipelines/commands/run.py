@@ -142,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
             params.overrides.append(f"sft.base={args.base}")
     elif args.base:
         raise UserError("--base is for --pipeline sft (the model to fine-tune)")
-    params.resolve()
+    cfg = params.resolve()
+    if args.pipeline == "sft":
+        from kiln.components.sft.prepare import check_base
+
+        check_base(cfg.sft.base, cfg, args.workdir)
     if args.data and args.pipeline == "pretrain":
         from kiln.pipelines.corpus import check_data
 

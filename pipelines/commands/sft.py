@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"{output}/checkpoints already holds checkpoints: pass --resume to continue, or use a new --output"
         )
+    from kiln.components.sft.prepare import check_base
+
+    check_base(cfg.sft.base, cfg, args.workdir)
     from kiln.components.sft.evaluate import evaluate_chat
     from kiln.components.sft.finetune import finetune
 

@@ -176,3 +176,37 @@ def test_the_sweep_pipeline_compiles_with_the_same_security_and_a_parallel_for(t
     assert check_kfp_pipeline(docs, openshift=True) == []
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"corpus_uri", "budgets", "sizes", "spread", "target_budget"} <= set(params)
+
+
+def test_the_sft_pipeline_compiles_with_the_same_security_and_exit_handler(tmp_path):
+    import dataclasses
+    import inspect
+
+    from kiln.components.common.config import RunParams
+    from kiln.pipelines.cli import main
+    from kiln.pipelines.sft import build_sft_pipeline
+
+    out = tmp_path / "sft.yaml"
+    assert main(["compile", "--pipeline", "sft", "-o", str(out), "--data-connection", "c"]) == 0
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec = _spec(docs)
+    executors = spec["deploymentSpec"]["executors"]
+    stages = {"prepare", "conversations", "sft", "sft-evaluate", "publish"}
+    assert {name.removeprefix("exec-") for name in executors} == stages | {"finalize"}
+    for name, executor in executors.items():
+        kind = "gpu" if name == "exec-sft" else "cpu"
+        assert executor["container"]["image"] == image_ref(kind), name
+    assert "gpus_per_worker" in str(executors["exec-sft"]["container"]["resources"])
+    for name, config in _k8s(docs).items():
+        assert any(s["secretName"] == "c" for s in config["secretAsEnv"]), name
+    assert check_kfp_pipeline(docs, openshift=True) == []
+    tasks = spec["root"]["dag"]["tasks"]
+    group = next(name for name in tasks if name.startswith("exit-handler"))
+    inner = spec["components"][tasks[group]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == stages
+    assert tasks["finalize"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    # The run parameters are RunParams' (names and defaults; sft-tiny is this pipeline's preset).
+    signature = inspect.signature(build_sft_pipeline().pipeline_func)
+    params = {n: p.default for n, p in signature.parameters.items() if n != "corpus_uri"}
+    expected = dataclasses.replace(RunParams(), preset="sft-tiny").pipeline_arguments()
+    assert params == expected
