@@ -105,14 +105,24 @@ class SubmitRequest:
     run_name: str = ""
     upload_as: str = ""  # also upload the pipeline under this name (a new version if it exists)
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    pipeline: str = "pretrain"  # or "sft" (corpus_uri: conversations; sft.base in the overrides)
 
     def arguments(self) -> dict[str, Any]:
         """The pipeline's run parameters."""
-        return {
-            "corpus_uri": self.corpus_uri,
-            **self.params.pipeline_arguments(),
-            "baseline_model": self.baseline_model,
-        }
+        args = {"corpus_uri": self.corpus_uri, **self.params.pipeline_arguments()}
+        if self.pipeline == "pretrain":
+            args["baseline_model"] = self.baseline_model
+        return args
+
+    def compile(self, path: str) -> tuple[str, str]:
+        """Compile the chosen pipeline to `path`; returns (path, pipeline name)."""
+        if self.pipeline == "sft":
+            from kiln.pipelines.sft import SFT_PIPELINE_NAME, compile_sft_pipeline
+
+            return compile_sft_pipeline(path, self.options), SFT_PIPELINE_NAME
+        from kiln.pipelines.pretrain import PIPELINE_NAME, compile_pipeline
+
+        return compile_pipeline(path, self.options), PIPELINE_NAME
 
 
 @dataclass
@@ -131,14 +141,12 @@ def run_link(client: Any, run_id: str) -> str:
 
 def submit(client: Any, req: SubmitRequest) -> Submitted:
     """Compile the pipeline, (optionally) upload it, and create a run; returns its id and link."""
-    from kiln.pipelines.pretrain import PIPELINE_NAME, compile_pipeline
-
     if not req.corpus_uri:
         raise ValueError("--data is required on a cluster: an s3://bucket/prefix or hf:// corpus")
-    run_name = req.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment = client.create_experiment(name=req.experiment)  # returns it when it exists
     with tempfile.TemporaryDirectory(prefix="kiln-submit-") as tmp:
-        package = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), req.options)
+        package, name = req.compile(str(Path(tmp) / "pipeline.yaml"))
+        run_name = req.run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         pipeline_id = version_id = None
         if req.upload_as:
             pipeline_id = client.get_pipeline_id(req.upload_as)

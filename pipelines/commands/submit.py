@@ -39,7 +39,7 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "submit",
-        help="run the pretraining pipeline on a Kubeflow / OpenShift AI cluster",
+        help="run the pretraining (or fine-tuning) pipeline on a Kubeflow / OpenShift AI cluster",
         description="Compile the pipeline and create a run on a KFP v2 API server (Kubeflow "
         "Pipelines, or OpenShift AI Data Science Pipelines with a bearer token). Prints the run id "
         "and a link to it. S3 credentials come from the data-connection Secret on the cluster.",
@@ -60,6 +60,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--baseline", default="", help="model to compare with, e.g. models:/kiln-llama@champion"
     )
     p.add_argument(
+        "--pipeline",
+        choices=["pretrain", "sft"],
+        default="pretrain",
+        help="pretrain (default) | sft: fine-tune --base on the conversations at --data "
+        "(--preset tiny/small then mean sft-tiny/sft-small)",
+    )
+    p.add_argument(
+        "--base",
+        default="",
+        metavar="MODEL",
+        help="with --pipeline sft: the model to fine-tune (sft.base), e.g. "
+        "models:/kiln-llama@champion or s3://bucket/kiln/runs/RUN/model",
+    )
+    p.add_argument(
         "--upload-as",
         default="",
         metavar="NAME",
@@ -70,12 +84,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.components.common.errors import UserError
     from kiln.pipelines.remote import SubmitRequest, connect, submit
 
+    params = RunParams.from_args(args)
+    if args.pipeline == "sft":
+        if args.baseline:
+            raise UserError(
+                "--baseline is for the pretraining pipeline (sft compares with its base)"
+            )
+        if not params.preset.startswith("sft-"):
+            params.preset = f"sft-{params.preset}"
+        if args.base:
+            params.overrides.append(f"sft.base={args.base}")
+    elif args.base:
+        raise UserError("--base is for --pipeline sft (the model to fine-tune)")
+    params.resolve()  # a bad preset or override fails here, before any request
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     req = SubmitRequest(
         corpus_uri=args.data,
-        params=RunParams.from_args(args),
+        params=params,
+        pipeline=args.pipeline,
         baseline_model=args.baseline,
         experiment=args.experiment,
         run_name=args.run_name,

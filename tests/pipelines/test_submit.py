@@ -291,3 +291,17 @@ def test_token_from_the_kube_config(kfp_server, tmp_path, monkeypatch, capsys):
     assert main(["submit", "--host", kfp_server.url, "--data", "s3://c/"]) == 0
     assert len(kfp_server.runs) == 1
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in kfp_server.requests)
+
+
+def test_submit_the_sft_pipeline_with_its_base(kfp_server, capsys):
+    argv = [
+        "submit", "--host", kfp_server.url, "--token", TOKEN, "--data", "s3://chats/v1/",
+        "--pipeline", "sft", "--preset", "small", "--base", "models:/kiln-llama@champion",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (run,) = kfp_server.runs.values()
+    params = run["runtime_config"]["parameters"]
+    assert params["preset"] == "sft-small" and params["corpus_uri"] == "s3://chats/v1/"
+    assert json.loads(params["overrides"]) == ["sft.base=models:/kiln-llama@champion"]
+    assert run["display_name"].startswith("kiln-sft-")
+    assert "exec-sft-evaluate" in json.dumps(run["pipeline_spec"]["pipeline_spec"])
