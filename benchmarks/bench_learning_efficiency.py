@@ -2,10 +2,12 @@
 
 nanoGPT runs its README CPU config (char-level Shakespeare, 2000 iterations); its wall-clock W
 becomes Kiln's budget. Kiln trains its own tokenizer on the same first 90% of
-tinyshakespeare.txt, measures its step time in a short calibration run, then trains for as many
-steps as fit in W (process wall-clock, start-up included) and is scored with `kiln evaluate` on
-the whole held-out last 10%. Bits per byte makes a char-level and a BPE model comparable:
-nanoGPT's val loss in nats/char ÷ ln 2 (the text is ASCII: one byte per char).
+the text (any UTF-8 file, `--text`), measures its step time in a short calibration run, then
+trains for as many steps as fit in W, with `train.time_limit_s` as a hard stop (process
+wall-clock, start-up included), and is scored with `kiln evaluate` on the whole held-out last
+10% (split by characters, as nanoGPT's prepare.py does). Bits per byte makes a char-level and a
+BPE model comparable: nanoGPT's val loss in nats/char ÷ ln 2 × (characters per UTF-8 byte of
+the held-out text), which is 1 for ASCII and below 1 for text with multi-byte characters.
 
     python benchmarks/bench_learning_efficiency.py --nanogpt /path/to/nanoGPT
     python benchmarks/bench_learning_efficiency.py --budget-s 120 --versus optim.name=muon
@@ -61,9 +63,11 @@ def main() -> None:
             nanogpt, ["--max_iters=2000", "--lr_decay_iters=2000"], work / "peer"
         )
         step, loss = peer.val_losses[-1]
-        budget, peer_bpb = peer.wall_s, loss / math.log(2)
+        chars_per_byte = held_out_chars_per_byte(text)
+        budget, peer_bpb = peer.wall_s, loss / math.log(2) * chars_per_byte
         print(
-            f"nanoGPT: {step} iters in {budget:.0f} s, val loss {loss:.4f} nats/char = {peer_bpb:.4f} bits/byte",
+            f"nanoGPT: {step} iters in {budget:.0f} s, val loss {loss:.4f} nats/char × "
+            f"{chars_per_byte:.4f} chars/byte = {peer_bpb:.4f} bits/byte",
             flush=True,
         )
 
@@ -87,6 +91,13 @@ def main() -> None:
         )
 
 
+def held_out_chars_per_byte(text: Path, val_fraction: float = 0.1) -> float:
+    """Characters per UTF-8 byte of the held-out split (the last 10% of the characters)."""
+    data = text.read_text(encoding="utf-8")
+    val = data[int(len(data) * (1 - val_fraction)) :]
+    return len(val) / len(val.encode("utf-8"))
+
+
 def kiln_bits_per_byte(name: str, recipe: list[str], budget: float, work: Path) -> float:
     """Calibrate the step time, train for as many steps as fit in `budget` seconds (start-up
     included), score on the whole held-out split; returns bits per byte."""
@@ -106,20 +117,30 @@ def kiln_bits_per_byte(name: str, recipe: list[str], budget: float, work: Path) 
         f"{name}: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
         flush=True,
     )
+    # The hard stop leaves ~5% of the budget for the final validation and the export.
+    limit = f"train.time_limit_s={0.95 * budget:.1f}"
     run = kiln_runs.train(
         work / "tokens",
         work / name,
-        [*recipe, f"train.max_steps={steps}", f"train.eval_every={steps}"],
+        [*recipe, f"train.max_steps={steps}", f"train.eval_every={steps}", limit],
     )
     report = evaluate(
         str(run.output / "model"), str(work / "tokens"), str(work / f"{name}-eval"),
         EvalConfig(max_tokens=0),
     )  # fmt: skip
     print(
-        f"{name}: {steps} steps in {run.wall_s:.0f} s, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
+        f"{name}: {last_step(run.output)} of {steps} steps in {run.wall_s:.0f} s "
+        f"({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
         flush=True,
     )
     return report["bits_per_byte"]
+
+
+def last_step(output: Path) -> int:
+    from kiln.components.pretrain.runtime import read_train_log
+
+    losses = read_train_log(output)
+    return max(losses) if losses else 0
 
 
 if __name__ == "__main__":

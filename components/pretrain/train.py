@@ -415,6 +415,15 @@ class Trainer:
         if dropped := truncate(path, self.step):
             log.info("train log: dropped %d records after step %d", dropped, self.step)
 
+    def _out_of_time(self, deadline: float, t0: float, start_step: int) -> bool:
+        """Whether one more step, at this invocation's mean pace, would pass `deadline`; every
+        rank gets the same answer (rank clocks differ a little, a step is collective)."""
+        pace = (time.perf_counter() - t0) / max(1, self.step - start_step)
+        late = torch.tensor([float(time.time() + pace > deadline)], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(late, op=dist.ReduceOp.MAX)
+        return bool(late.item())
+
     def fit(self) -> TrainResult:
         t = self.cfg.train
         with self.runtime.restore() as directory:
@@ -443,6 +452,7 @@ class Trainer:
             if t.stop_after_steps
             else self.max_steps
         )
+        deadline = process_start() + t.time_limit_s if t.time_limit_s else None
         while self.step < stop:
             loss, norm, stepped = self.train_step()
             self._handle_nonfinite(stepped)
@@ -462,6 +472,9 @@ class Trainer:
                 "time": round(time.time(), 4),  # wall clock at the step's end
             }
             last = self.step == stop
+            if deadline is not None and not last and self._out_of_time(deadline, t0, start_step):
+                log.info("train.time_limit_s reached: stopping at step %d", self.step)
+                last, stop = True, self.step
             log_now = self.step % t.log_every == 0 or last
             if log_now:
                 now = time.perf_counter()
@@ -516,6 +529,13 @@ class Trainer:
             rollbacks=self.rollbacks,
             tokens_per_second=tok_s,
         )
+
+
+def process_start() -> float:
+    """When this process started (epoch seconds): the origin of `train.time_limit_s`."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def make_trainer(

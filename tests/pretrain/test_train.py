@@ -185,3 +185,19 @@ def test_muon_trains_resumes_bit_identically_and_refuses_fsdp(tokens_dir, tiny_c
     assert resumed.losses.keys() == set(range(11, 21))
     with pytest.raises(ValueError, match="optim.name must be adamw with dist.strategy=fsdp"):
         load_config("tiny", overrides=["optim.name=muon", "dist.strategy=fsdp"])
+
+
+def test_time_limit_stops_early_with_a_final_checkpoint(tokens_dir, tiny_cfg, tmp_path):
+    import time
+
+    from kiln.components.pretrain.train import process_start
+
+    tiny_cfg.train.max_steps, tiny_cfg.train.ckpt_every = 100_000, 100_000
+    # The limit counts from this process's start (pytest's, here): leave ~1.5 s of training.
+    tiny_cfg.train.time_limit_s = time.time() - process_start() + 1.5
+    start = time.time()
+    result = pretrain(tiny_cfg, tokens_dir, tmp_path)
+    assert 0 < result.step < 100_000
+    assert result.checkpoint.endswith(f"step_{result.step}")  # saved where it stopped
+    assert result.val_loss is not None  # the final validation ran
+    assert time.time() - start < 1.5 + 10  # generous: one step and the final save, not a run

@@ -127,6 +127,13 @@ class TrainConfig(Section):
         "max_steps, so a later --resume continues seamlessly (time-sliced or preemptible jobs).",
         ge=0,
     )
+    time_limit_s: float = setting(
+        0.0,
+        "Stop after this many seconds since the training process started (start-up included), "
+        "with a final validation and checkpoint, when the next step would not fit (0 = off); "
+        "for fixed wall-clock budgets and time slots. The schedule still spans max_steps.",
+        ge=0,
+    )
     micro_batch_size: int = setting(8, "Sequences per worker per forward/backward pass.", ge=1)
     tokens_per_step: int = setting(
         0,
