@@ -108,6 +108,7 @@ class Attention(nn.Module):
         # QK-norm (Qwen3): per-head RMSNorm of queries and keys, before RoPE.
         self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.dropout = cfg.dropout
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -131,10 +132,11 @@ class Attention(nn.Module):
         else:  # a chunk after a cached prefix: causal within the chunk, full over the prefix
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             causal = False
+        p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H != KV
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, enable_gqa=H != KV
         )
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        return F.dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), p, self.training)
 
 
 class MLP(nn.Module):
@@ -145,11 +147,12 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.dim, 2 * hidden, bias=False)
         self.down_proj = nn.Linear(hidden, cfg.dim, bias=False)
         self.relu2 = cfg.mlp_act == "relu2"
+        self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         act = F.relu(gate).square() if self.relu2 else F.silu(gate)
-        return self.down_proj(act * up)
+        return F.dropout(self.down_proj(act * up), self.dropout, self.training)
 
 
 class Block(nn.Module):

@@ -50,6 +50,14 @@ class ModelConfig(Section):
         "RMSNorm over each head's queries and keys before RoPE (as Qwen3); the model then "
         "exports as Qwen3ForCausalLM, which transformers and vLLM load as is.",
     )
+    dropout: float = setting(
+        0.0,
+        "Dropout on attention weights and on each residual branch while training (0 = off, as "
+        "in LLaMA pretraining); regularizes a small corpus seen for many epochs. Inference and "
+        "the exported model are unaffected.",
+        ge=0,
+        lt=1,
+    )
     init_std: float = setting(
         0.02, "Std of the normal init; residual projections are scaled by 1/sqrt(2·n_layers).", gt=0
     )
