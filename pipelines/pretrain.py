@@ -7,8 +7,9 @@
 Kubernetes plumbing lives here, not in the components: the data-connection Secret is attached
 to every step as environment variables with kfp-kubernetes (`use_secret_as_env`: the compiled
 YAML names the Secret, never a value), every step runs as non-root, the training step requests
-GPUs and tolerates the GPU taint. Caching is on for ingest and tokenize (pure functions of
-their inputs) and off for the steps that write to MLflow, S3 or the registry.
+GPUs, tolerates the GPU taint and waits in a Kueue LocalQueue (`queue_name`). Caching is on
+for ingest and tokenize (pure functions of their inputs) and off for the steps that write to
+MLflow, S3 or the registry.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline's real parameter types.
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp import kubernetes as k8s
 
+from kiln.components.common import kube
 from kiln.components.common.component import finalize, prepare
 from kiln.components.evaluate.component import evaluate
 from kiln.components.ingest.component import ingest
@@ -37,6 +39,7 @@ DATA_CONNECTION_KEYS = (
     "AWS_DEFAULT_REGION",
 )
 MLFLOW_AUTH_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+MODEL_REGISTRY_TOKEN_KEY = "token"  # key of the Model Registry token in its Secret
 
 
 def harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
@@ -60,10 +63,18 @@ def harden(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
 
 
 def training_pod(task: dsl.PipelineTask, opts: PipelineOptions, gpus) -> dsl.PipelineTask:
-    """What a training step's pod gets: CPU/memory requests, GPUs and their toleration, the Ray
-    token, the shared volume."""
+    """What a training step's pod gets: CPU/memory requests, GPUs and their toleration, the Kueue
+    queue label, the Ray token, the shared volume."""
     task.set_cpu_request(opts.training_cpu).set_memory_request(opts.training_memory)
     task.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus)
+    # Kueue's pod integration admits each labelled pod against the LocalQueue's quota.
+    for key, value in kube.queue_labels(opts.queue_name, "queue_name").items():
+        k8s.add_pod_label(task, key, value)
+    # With dist.launcher=trainjob the step creates a TrainJob: same queue, Secret and volume.
+    task.set_env_variable("KILN_QUEUE_NAME", opts.queue_name)
+    task.set_env_variable("KILN_DATA_CONNECTION", opts.data_connection)
+    if opts.shared_pvc:
+        task.set_env_variable("KILN_SHARED_PVC", opts.shared_pvc)
     if opts.ray_token_secret:
         k8s.use_secret_as_env(
             task,
@@ -76,6 +87,18 @@ def training_pod(task: dsl.PipelineTask, opts: PipelineOptions, gpus) -> dsl.Pip
         task.set_env_variable("KILN_SHARED_DIR", opts.shared_mount)
     if opts.gpu_toleration:
         k8s.add_toleration(task, key=opts.gpu_toleration, operator="Exists", effect="NoSchedule")
+    return task
+
+
+def publish_pod(task: dsl.PipelineTask, opts: PipelineOptions) -> dsl.PipelineTask:
+    """What the publish step's pod gets besides `harden`: the Kubeflow Model Registry token
+    (only this step registers there, so only it sees the token)."""
+    if opts.model_registry_secret:
+        k8s.use_secret_as_env(
+            task,
+            secret_name=opts.model_registry_secret,
+            secret_key_to_env={MODEL_REGISTRY_TOKEN_KEY: "MODEL_REGISTRY_TOKEN"},
+        )
     return task
 
 
@@ -202,7 +225,9 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 config_json=config_json,
                 run_id=mlflow_run,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_caching_options(False)
+            publish_pod(pub, opts)
             for task in (train, ev, pub):
                 harden(task, opts)
             for task in (ev, pub):

@@ -18,7 +18,7 @@ from kfp import dsl
 from kiln.components.publish.component import publish
 from kiln.components.sft.component import conversations, sft, sft_evaluate
 from kiln.pipelines.options import PipelineOptions
-from kiln.pipelines.pretrain import harden, prepared_frame, training_pod
+from kiln.pipelines.pretrain import harden, prepared_frame, publish_pod, training_pod
 
 SFT_PIPELINE_NAME = "kiln-sft"
 
@@ -88,7 +88,9 @@ def build_sft_pipeline(opts: PipelineOptions | None = None):
                 config_json=config_json,
                 run_id=mlflow_run,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_caching_options(False)
+            publish_pod(pub, opts)
             for task in (convs, train, ev, pub):
                 harden(task, opts)
                 task.set_display_name(task.name.replace("-", " "))

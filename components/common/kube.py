@@ -16,6 +16,9 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Default names of what manifests/base creates; keep in step with it.
 DATA_CONNECTION_SECRET = "kiln-data-connection"
 MODEL_SERVER_SERVICE_ACCOUNT = "kiln-model-server"
+LOCAL_QUEUE = "kiln-queue"  # base/kueue-localqueue.yaml
+# Kueue admits a workload into the LocalQueue this label names; without it, Kueue ignores it.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -57,6 +60,17 @@ def dns_label(value: str, what: str, max_len: int = 63, dns1035: bool = True) ->
             f"{rule}, end alphanumeric, at most {max_len} characters)"
         )
     return value
+
+
+def queue_labels(queue_name: str, what: str = "queue name") -> dict[str, str]:
+    """The labels that put a workload into the Kueue LocalQueue `queue_name`; none for ''.
+
+    Raises:
+        ValueError: a name that cannot be both a LocalQueue name and a label value.
+    """
+    if not queue_name:
+        return {}
+    return {QUEUE_LABEL: dns_label(queue_name, what, dns1035=False)}
 
 
 def api_client(host: str | None = None) -> Any:

@@ -140,6 +140,11 @@ class ModelRegistry:
             entry = {"name": name, "version": int(version)}  # as the server writes it
             self.client.set_logged_model_tags(model_id, {key: json.dumps([*listed, entry])})
 
+    def set_version_tags(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
+        """Set (or overwrite) tags on one version, e.g. its ids in another registry."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value))
+
     def find_by_training_run(self, name: str, training_run_id: str) -> Any | None:
         """The version of `name` registered for `training_run_id`, if any."""
         for mv in self._versions(name):

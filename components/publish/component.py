@@ -16,6 +16,7 @@ def publish(
     run_id: str,
     pipeline_run_id: str,
     published: Output[Artifact],
+    pipeline_run_name: str = "",
 ):
     """Upload the model and its eval report to S3, register a version, end the MLflow run.
 
@@ -26,6 +27,7 @@ def publish(
         config_json: the resolved Kiln config; uses `publish.*`, `storage.*`, `tracking.*`.
         run_id: the pipeline's MLflow run; also the idempotency key of the registration.
         pipeline_run_id: the KFP run id, recorded with the version.
+        pipeline_run_name: the KFP run name (Kubeflow Model Registry provenance).
         published: publish.json (S3 URIs with sha256, registered name/version, aliases).
     """
     from kiln.components.publish.step import publish_step
@@ -39,4 +41,5 @@ def publish(
         tokens_dir=tokens.path,
         train_dir=trained.path,
         pipeline_run_id=pipeline_run_id,
+        pipeline_run_name=pipeline_run_name,
     )

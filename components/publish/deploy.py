@@ -6,7 +6,8 @@
     deploy(plan)                                                          # or apply it
 
 `publish` tags every version it registers with `eval_gate` = "passed" | "failed" (the evaluate
-step's verdict). A version without `eval_gate: passed` is refused unless `force=True`: a failed
+step's verdict; in the Kubeflow Model Registry, a custom property of the version of that name,
+read through `KubeflowRegistry.show`, which has the same shape as `ModelRegistry.show`). A version without `eval_gate: passed` is refused unless `force=True`: a failed
 gate means the model did not meet the quality bar, and a missing tag means it was not registered
 by `kiln publish`, so nothing vouches for it. The InferenceService itself comes from
 `inference_service.render_inference_service`; storage credentials reach KServe's storage
@@ -68,9 +69,10 @@ def check_gate(info: dict[str, Any], force: bool = False) -> str:
         reason = f"its evaluation gate {gate} (tag {GATE_TAG}={gate!r})"
     else:
         reason = f"it has no {GATE_TAG} tag (it was not registered by `kiln publish`)"
+    registry = " --registry kubeflow" if info.get("registry") == "kubeflow" else ""
     raise DeployRefused(
         f"refusing to deploy {what}: {reason}; see `kiln models show {info['name']} "
-        f"--version {info['version']}`, or pass --force to deploy it anyway"
+        f"--version {info['version']}{registry}`, or pass --force to deploy it anyway"
     )
 
 
@@ -89,6 +91,7 @@ def plan_deployment(
     cpu: str | None = None,
     memory: str | None = None,
     max_model_len: int | None = None,
+    queue_name: str | None = None,
     force: bool = False,
 ) -> DeployPlan:
     """Resolve `name` at `alias` or `version`, check its eval gate, render its InferenceService.
@@ -110,6 +113,7 @@ def plan_deployment(
         cpu: CPU request/limit (default publish.serving_cpu).
         memory: memory request/limit (default publish.serving_memory).
         max_model_len: vLLM --max-model-len (default: the model's own).
+        queue_name: Kueue LocalQueue label ('' = none; default publish.serving_queue).
         force: deploy even when the eval gate did not pass.
 
     Raises:
@@ -136,6 +140,7 @@ def plan_deployment(
         cpu=cpu or pc.serving_cpu,
         memory=memory or pc.serving_memory,
         max_model_len=max_model_len,
+        queue_name=pc.serving_queue if queue_name is None else queue_name,
         model_name=name,
         model_version=info["version"],
         alias=alias,

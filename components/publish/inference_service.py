@@ -41,6 +41,7 @@ def render_inference_service(
     model_version: str | None = None,
     alias: str | None = None,
     tolerations: list[dict[str, Any]] | None = None,
+    queue_name: str = kube.LOCAL_QUEUE,
 ) -> dict[str, Any]:
     """Render an InferenceService that serves one registered model version with vLLM.
 
@@ -60,9 +61,13 @@ def render_inference_service(
         model_version: registered version, recorded as a label.
         alias: registry alias the version was deployed by (`champion`), recorded as a label.
         tolerations: default tolerates the `nvidia.com/gpu` taint when gpus > 0.
+        queue_name: Kueue LocalQueue ('' = none), as the `kueue.x-k8s.io/queue-name` label.
+            KServe copies the InferenceService's labels to the predictor's Deployment and pod
+            template (RawDeployment), and Kueue's Deployment integration admits each pod
+            against the queue's quota; Kueue has no InferenceService integration of its own.
 
     Raises:
-        ValueError: a bad name, storage URI, replica range or label value.
+        ValueError: a bad name, storage URI, replica range, label value or queue name.
     """
     kube.dns_label(name, "InferenceService name", max_len=45)
     if not storage_uri.startswith(STORAGE_SCHEMES) or storage_uri.rstrip("/").endswith("//"):
@@ -84,6 +89,7 @@ def render_inference_service(
             if len(str(value)) > 63 or not _LABEL_VALUE.match(str(value)):
                 raise ValueError(f"{key} {value!r}: not a valid Kubernetes label value")
             labels[f"kiln.dev/{key}"] = str(value)
+    labels.update(kube.queue_labels(queue_name, "queue_name"))
     res: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
         res["nvidia.com/gpu"] = str(gpus)

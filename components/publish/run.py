@@ -22,6 +22,9 @@ Order matters, so a failure never leaves a half-published model that looks compl
    `eval.unigram_margin` below the unigram baseline of its tokenizer (`track.decide_champion`).
    Idempotent: the version is keyed by the MLflow run id (or, without one, by the weights'
    sha256), so publishing the same run again returns the existing version.
+   With `publish.model_registry_url`, the version is registered in the Kubeflow (OpenShift AI)
+   Model Registry too, under the same name and version number (`kubeflow_publish`); if that
+   registry is down, publish fails with one line, and a re-run completes the registration.
 4. **Serve**: the KServe InferenceService for the version, uploaded to
    `OUTPUT/serving/inference_service.yaml` (not applied: deploying is `kiln deploy`'s job).
 """
@@ -38,11 +41,14 @@ from typing import Any
 
 from kiln.components.common import storage
 from kiln.components.common.config import Config
+from kiln.components.common.errors import UserError
 from kiln.components.common.storage import S3Settings, StorageError
 from kiln.components.evaluate import read_eval
 from kiln.components.publish import lineage
+from kiln.components.publish.inference_service import STORAGE_SCHEMES
+from kiln.components.publish.kubeflow_publish import register_in_kubeflow
 from kiln.components.publish.serving import render_for_version
-from kiln.components.publish.track import log_to_run, register_version
+from kiln.components.publish.track import log_to_run, register_version, version_description
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ def publish(
     train_dir: str | None = None,
     run_id: str | None = None,
     pipeline_run_id: str = "",
+    pipeline_run_name: str = "",
     model_name: str | None = None,
     workdir: str = "kiln-work",
     settings: S3Settings | None = None,
@@ -143,6 +150,7 @@ def publish(
         train_dir: the training output dir, for the checkpoints index and the loss curve.
         run_id: the pipeline's MLflow run (default $MLFLOW_RUN_ID, else a new run).
         pipeline_run_id: the KFP pipeline run id, recorded as a lineage tag.
+        pipeline_run_name: the KFP run's name, for the Kubeflow Model Registry's provenance.
         model_name: registered model name (default `tracking.model_name`).
         workdir: where the default local MLflow store lives.
         settings: S3 settings (default: from the environment and `cfg.storage`).
@@ -150,12 +158,16 @@ def publish(
     Returns:
         {"model_uri", "output_uri", "report_uri", "files": {uri: sha256}, "training_run_id",
          "mlflow_run_id", "registered": {"name", "version", "aliases", "created", "model_id"}
-         | None, "champion": {"moved", "rule", "reason"}, "inference_service": uri | None}
+         | None, "champion": {"moved", "rule", "reason"}, "inference_service": uri | None,
+         "kubeflow": {"url", "registered_model_id", "model_version_id", "model_artifact_id",
+         "created"} | None}
 
     Raises:
         FileNotFoundError: an incomplete model directory or a missing eval.json.
         ValueError: a local model source with an MLflow server (which cannot read it).
         StorageError: S3 unreachable beyond the retries (nothing logged or registered then).
+        UserError: the Kubeflow Model Registry is down (`Unreachable`) or refuses the version,
+            or the model is not on storage it can point at; re-run publish once it is fixed.
     """
     model = Path(model_dir)
     _check_model_dir(model)
@@ -165,6 +177,18 @@ def publish(
     s = settings or storage.settings_from_config(cfg.storage)
     output_uri = str(output_uri).rstrip("/")
     model_uri, report_uri = storage.join(output_uri, "model"), storage.join(output_uri, "report")
+    kubeflow_url = cfg.publish.model_registry_url
+    if kubeflow_url and not model_uri.startswith(STORAGE_SCHEMES):
+        raise UserError(
+            f"publish.model_registry_url is set, but {model_uri} is a local path that a cluster "
+            "cannot read: publish to S3 (AWS_S3_ENDPOINT + AWS_S3_BUCKET, or storage.root=s3://…)"
+        )
+    if kubeflow_url and cfg.tracking.backend != "mlflow":
+        log.warning(
+            "publish.model_registry_url is set but tracking.backend=%s: the Kubeflow version "
+            "mirrors the MLflow one, so nothing is registered there",
+            cfg.tracking.backend,
+        )
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     weights_sha = storage.sha256_file(sorted(model.glob("*.safetensors"))[0])
     training_run_id = run_id or f"model-sha256:{weights_sha}"
@@ -196,6 +220,7 @@ def publish(
             "reason": "tracking is off: nothing registered",
         },
         "inference_service": None,
+        "kubeflow": None,
     }
     try:
         if cfg.tracking.backend == "mlflow":
@@ -203,6 +228,19 @@ def publish(
                 cfg, report, tags, name, training_run_id, tracked, workdir, model_dir=model
             )
             result["registered"], result["champion"] = reg, champion
+            if kubeflow_url:
+                result["kubeflow"] = register_in_kubeflow(
+                    cfg,
+                    name,
+                    reg,
+                    report,
+                    tags,
+                    mlflow_run_id=tracked.run_id or "",
+                    config_sha256=files[storage.join(report_uri, "config.json")],
+                    description=version_description(cfg, report, tags),
+                    pipeline_run_name=pipeline_run_name,
+                    workdir=workdir,
+                )
             alias = "champion" if "champion" in reg["aliases"] else "candidate"
             hf = json.loads((model / "config.json").read_text())
             result["inference_service"] = render_for_version(

@@ -53,6 +53,7 @@ def render_for_version(
         cpu=pc.serving_cpu,
         memory=pc.serving_memory,
         max_model_len=max_model_len,
+        queue_name=pc.serving_queue,
         model_name=model_name,
         model_version=str(version),
         alias=alias,

@@ -36,6 +36,7 @@ def publish_step(
     tokens_dir: str = "",
     train_dir: str = "",
     pipeline_run_id: str = "",
+    pipeline_run_name: str = "",
     end_run: bool = True,
 ) -> dict[str, Any]:
     """Publish the model with its eval report, register a version, end the MLflow run.
@@ -48,6 +49,7 @@ def publish_step(
         run_id: the pipeline's MLflow run ('' = not tracked).
         tokens_dir, train_dir: lineage sources (manifest digests, checkpoints index).
         pipeline_run_id: the KFP run id, recorded with the version.
+        pipeline_run_name: the KFP run name (Kubeflow Model Registry provenance).
         end_run: mark the MLflow run FINISHED afterwards (the run's last step).
 
     Returns:
@@ -67,6 +69,7 @@ def publish_step(
         train_dir=train_dir or None,
         run_id=run_id or None,
         pipeline_run_id=pipeline_run_id,
+        pipeline_run_name=pipeline_run_name,
         workdir=workdir(),
     )
     out = Path(output_dir)

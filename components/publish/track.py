@@ -69,7 +69,8 @@ def log_to_run(
     return tracker
 
 
-def _description(cfg: Config, report: dict[str, Any], tags: dict[str, str]) -> str:
+def version_description(cfg: Config, report: dict[str, Any], tags: dict[str, str]) -> str:
+    """`publish.description`, else a one-line summary: metrics, val set, gate, code version."""
     if cfg.publish.description:
         return cfg.publish.description
     return (
@@ -168,7 +169,7 @@ def register_version(
         tags["model_uri"],
         training_run_id=training_run_id,
         mlflow_run_id=tracker.run_id or None,
-        description=_description(cfg, report, tags),
+        description=version_description(cfg, report, tags),
         tags=tags,
         metrics=metrics,
         model_id=model_id,

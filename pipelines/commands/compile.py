@@ -26,6 +26,13 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "with auth (default: none)",
     )
     p.add_argument(
+        "--model-registry-secret",
+        default="",
+        metavar="SECRET",
+        help="Secret whose key `token` the publish step gets as MODEL_REGISTRY_TOKEN, for a "
+        "Kubeflow Model Registry (publish.model_registry_url) (default: none)",
+    )
+    p.add_argument(
         "--gpu-resource",
         default=defaults.gpu_resource,
         metavar="NAME",
@@ -75,6 +82,13 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help=f"mount path of --shared-pvc, the same in the Ray pods (default: {defaults.shared_mount})",
     )
     p.add_argument(
+        "--queue-name",
+        default=defaults.queue_name,
+        metavar="QUEUE",
+        help="Kueue LocalQueue of the training steps' pods (label kueue.x-k8s.io/queue-name; "
+        f"'' = none; default: {defaults.queue_name}, the one manifests/base ships)",
+    )
+    p.add_argument(
         "--sweep-parallelism",
         type=int,
         default=defaults.sweep_parallelism,
@@ -102,6 +116,7 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions(
         data_connection=args.data_connection,
         mlflow_secret=args.mlflow_secret,
+        model_registry_secret=args.model_registry_secret,
         gpu_resource=args.gpu_resource,
         gpu_toleration=args.gpu_toleration,
         training_cpu=args.training_cpu,
@@ -112,6 +127,7 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         ray_token_secret=args.ray_token_secret,
         ray_token_key=args.ray_token_key,
         sweep_parallelism=args.sweep_parallelism,
+        queue_name=args.queue_name,
     )
 
 

@@ -9,7 +9,11 @@ from kiln.components.common import kube, storage
 from kiln.components.common.errors import UserError
 from kiln.components.publish.inference_service import RUNTIME
 from kiln.pipelines.commands.common import add_config_args, config_from_args
-from kiln.pipelines.commands.models import add_tracking_args, registry_from_args
+from kiln.pipelines.commands.models import (
+    add_registry_args,
+    add_tracking_args,
+    registry_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render the KServe InferenceService (vLLM runtime) for a registered model "
         "version and print it (--dry-run, the default) or apply it to the cluster (--apply). "
         "Only versions whose evaluation gate passed (tag eval_gate=passed, set by publish) are "
-        "deployed unless --force. Resources default to the config's publish.serving_* fields.",
+        "deployed unless --force. Resources default to the config's publish.serving_* fields. "
+        "With --registry kubeflow the version comes from the Kubeflow (OpenShift AI) Model "
+        "Registry: its model artifact's URI is the storageUri, its eval_gate property the gate.",
     )
     p.add_argument("name", metavar="NAME", help="registered model name, e.g. kiln-llama")
     which = p.add_mutually_exclusive_group(required=True)
@@ -60,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-model-len", type=int, help="vLLM --max-model-len (default: the model's own)"
     )
+    p.add_argument(
+        "--queue-name",
+        metavar="QUEUE",
+        help="Kueue LocalQueue label on the InferenceService, which KServe copies to the "
+        "predictor pods ('' = not queued; default: publish.serving_queue, kiln-queue)",
+    )
     p.add_argument("--runtime", default=RUNTIME, help=f"ServingRuntime name (default: {RUNTIME})")
     p.add_argument(
         "--service-account",
@@ -68,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default: {kube.MODEL_SERVER_SERVICE_ACCOUNT})",
     )
     add_tracking_args(p)
+    add_registry_args(p, config=False)
     add_config_args(p)
     p.set_defaults(func=run_deploy)
 
@@ -92,6 +105,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             cpu=args.cpu,
             memory=args.memory,
             max_model_len=args.max_model_len,
+            queue_name=args.queue_name,
             force=args.force,
         )
     except DeployRefused as e:

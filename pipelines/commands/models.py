@@ -1,4 +1,10 @@
-"""`kiln models`: list registered models, show a version (metrics, lineage, source), promote."""
+"""`kiln models`: list registered models, show a version (metrics, lineage, source), promote.
+
+    kiln models list                                           # MLflow (the default)
+    kiln models show kiln-llama --version 3 --registry kubeflow --registry-url https://…
+
+`list` and `show` also read the Kubeflow (OpenShift AI) Model Registry that publish mirrors to.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,15 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
+from kiln.components.common.errors import UserError
 from kiln.components.common.registry import CHAMPION, ModelRegistry
 from kiln.components.common.tracking import StoreMissing
+from kiln.pipelines.commands.common import add_config_args, config_from_args
+
+if TYPE_CHECKING:
+    from kiln.components.publish.kubeflow_registry import KubeflowRegistry
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:
@@ -30,10 +42,43 @@ def add_tracking_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def registry_from_args(args: argparse.Namespace) -> ModelRegistry:
-    """The registry the --tracking-uri/--workdir options name; it must exist already (a one-line
-    error, not a new empty store, when it does not; seconds, not minutes, for a dead server)."""
-    return ModelRegistry.existing(args.tracking_uri, args.workdir)
+def add_registry_args(p: argparse.ArgumentParser, config: bool = True) -> None:
+    """--registry mlflow|kubeflow and --registry-url (plus --preset/--config/--set when `config`:
+    the Kubeflow URL and author may come from the config's `publish` section)."""
+    p.add_argument(
+        "--registry",
+        choices=("mlflow", "kubeflow"),
+        default="mlflow",
+        help="which registry to read: mlflow (default) or kubeflow, the Kubeflow (OpenShift AI) "
+        "Model Registry that publish also registers to when publish.model_registry_url is set",
+    )
+    p.add_argument(
+        "--registry-url",
+        default="",
+        metavar="URL",
+        help="Kubeflow Model Registry REST URL (default: publish.model_registry_url, e.g. "
+        "--set publish.model_registry_url=https://…); token: $MODEL_REGISTRY_TOKEN",
+    )
+    if config:
+        add_config_args(p)
+
+
+def registry_from_args(args: argparse.Namespace) -> ModelRegistry | KubeflowRegistry:
+    """The registry the options name. MLflow (--tracking-uri/--workdir) must exist already (a
+    one-line error, not a new empty store; seconds, not minutes, for a dead server); Kubeflow
+    (--registry kubeflow) is a `KubeflowRegistry` with the same `show`."""
+    if getattr(args, "registry", "mlflow") != "kubeflow":
+        return ModelRegistry.existing(args.tracking_uri, args.workdir)
+    from kiln.components.publish.kubeflow_registry import KubeflowRegistry
+
+    cfg = config_from_args(args)
+    url = args.registry_url or cfg.publish.model_registry_url
+    if not url:
+        raise UserError(
+            "--registry kubeflow needs the registry's address: --registry-url URL or "
+            "--set publish.model_registry_url=URL"
+        )
+    return KubeflowRegistry(url, cfg.publish.model_registry_author)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ls = msub.add_parser("list", help="every registered model with its versions and aliases")
     add_tracking_args(ls)
+    add_registry_args(ls)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=run_list)
 
@@ -55,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--version", metavar="V", help="version number (default: the latest)")
     which.add_argument("--alias", metavar="A", help="alias, e.g. champion or candidate")
     add_tracking_args(show)
+    add_registry_args(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(func=run_show)
 
@@ -86,6 +133,11 @@ def run_list(args: argparse.Namespace) -> int:
     if not models:
         print("no registered models")
         return 0
+    if args.registry == "kubeflow":  # no aliases there; its ids instead
+        print(f"{'NAME':30} {'VERSIONS':>8} {'LATEST':>6}  ID")
+        for m in models:
+            print(f"{m['name']:30} {m['versions']:>8} {m['latest'] or '-':>6}  {m['id']}")
+        return 0
     print(f"{'NAME':30} {'VERSIONS':>8} {'LATEST':>6}  ALIASES")
     for m in models:
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())) or "-"
@@ -109,9 +161,13 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"  {title}:")
             for k, v in sorted(mapping.items()):
                 print(f"    {k:28} {v:.6g}")
-    print("  lineage tags:")
+    print("  lineage tags:" if "kubeflow" not in info else "  properties:")
     for k, v in sorted(info["tags"].items()):
         print(f"    {k:28} {v}")
+    if "kubeflow" in info:
+        print(f"  kubeflow model registry {info['url']}:")
+        for k, v in sorted(info["kubeflow"].items()):
+            print(f"    {k:28} {v}")
     return 0
 
 

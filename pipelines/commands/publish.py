@@ -1,4 +1,5 @@
-"""`kiln publish`: upload an evaluated model to S3 (verified), log it to MLflow, register it."""
+"""`kiln publish`: upload an evaluated model to S3 (verified), log it to MLflow, register it
+(and in the Kubeflow Model Registry too when publish.model_registry_url is set)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pipeline (KFP) run id, recorded as a lineage tag",
     )
     p.add_argument(
+        "--pipeline-run-name",
+        default="",
+        metavar="NAME",
+        help="pipeline (KFP) run name, for the Kubeflow Model Registry's provenance",
+    )
+    p.add_argument(
         "--name", metavar="NAME", help="registered model name (default: tracking.model_name)"
     )
     p.add_argument(
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             train_dir=args.train,
             run_id=args.run_id,
             pipeline_run_id=args.pipeline_run_id,
+            pipeline_run_name=args.pipeline_run_name,
             model_name=args.name,
             workdir=args.workdir,
         )
@@ -109,6 +117,13 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"version:   not registered ({result['champion']['reason']})")
+    kf = result.get("kubeflow")
+    if kf:
+        state = "registered" if kf["created"] else "already registered"
+        print(
+            f"kubeflow:  {kf['url']} ({state}; registered model {kf['registered_model_id']}, "
+            f"version {kf['model_version_id']}, artifact {kf['model_artifact_id']})"
+        )
     if result["mlflow_run_id"]:
         print(f"mlflow run: {result['mlflow_run_id']}")
     if result["inference_service"]:

@@ -141,6 +141,15 @@ BAD_VALUES = [
     ("publish.serving_gpus=-1", "publish.serving_gpus must be >= 0, got -1"),
     ("publish.serving_memory=lots", "publish.serving_memory must be a Kubernetes quantity"),
     ("publish.serving_name=My_Model", "publish.serving_name must be '' or a Kubernetes name"),
+    (
+        "publish.model_registry_url=https://mr.example.com/api",
+        "publish.model_registry_url must be '' or http(s)://HOST[:PORT] without a path",
+    ),
+    ("publish.model_registry_url=http://127.0.0.1:8080/", None),
+    (
+        "publish.model_registry_storage_key=My_Connection",
+        "publish.model_registry_storage_key must be '' or a Kubernetes Secret name",
+    ),
 ]
 
 

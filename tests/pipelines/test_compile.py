@@ -210,3 +210,21 @@ def test_the_sft_pipeline_compiles_with_the_same_security_and_exit_handler(tmp_p
     params = {n: p.default for n, p in signature.parameters.items() if n != "corpus_uri"}
     expected = dataclasses.replace(RunParams(), preset="sft-tiny").pipeline_arguments()
     assert params == expected
+
+
+def test_model_registry_token_reaches_only_publish_by_secret_name(tmp_path, secret_canary):
+    from kiln.pipelines.cli import main
+
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(out), "--model-registry-secret", "kiln-mr-token"]) == 0
+    text = out.read_text()
+    secret_canary.assert_absent(text, "compiled pipeline YAML")
+    with_token = {
+        name
+        for name, config in _k8s(list(yaml.safe_load_all(text))).items()
+        for s in config["secretAsEnv"]
+        if s["secretName"] == "kiln-mr-token"
+        and s["keyToEnv"] == [{"secretKey": "token", "envVar": "MODEL_REGISTRY_TOKEN"}]
+    }
+    assert with_token == {"exec-publish"}
+    assert "MODEL_REGISTRY_TOKEN" not in _compile(tmp_path)[0]  # no secret: no token

@@ -1,11 +1,13 @@
 """Fixtures for the platform tests: rendered kustomize overlays, CRD schemas, a fake Kubernetes API.
 
-CRD schemas come from `KILN_CRD_SCHEMAS` or `../shared/schemas/crds` beside the repo; tests that
-need them skip cleanly when the folder is absent. `kubectl` (for `kubectl kustomize`) likewise.
+CRD schemas are vendored in tests/schemas/crds (upstream files, gzipped; see its README), so every
+test runs on a plain clone; `KILN_CRD_SCHEMAS` points at another folder of CRD files (`*.yaml` or
+`*.yaml.gz`) instead. Tests that need `kubectl` (for `kubectl kustomize`) skip cleanly without it.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -23,13 +25,24 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
+VENDORED_CRDS = REPO / "tests" / "schemas" / "crds"  # see its README
 # Every kustomization a user applies: the overlays and the admin's cluster-scoped Kueue objects.
 KUSTOMIZATIONS = ["overlays/openshift", "overlays/kubeflow", "overlays/dev", "cluster/kueue"]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def crd_dir() -> Path:
-    return Path(os.environ.get("KILN_CRD_SCHEMAS") or REPO.parent / "shared" / "schemas" / "crds")
+    return Path(os.environ.get("KILN_CRD_SCHEMAS") or VENDORED_CRDS)
+
+
+def crd_files(folder: Path) -> list[Path]:
+    """The CRD files in `folder`: upstream `*.yaml` as is, or gzipped (`*.yaml.gz`)."""
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yaml.gz")])
+
+
+def read_crd(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    return yaml.load(gzip.decompress(data) if path.suffix == ".gz" else data, Loader=_Loader)
 
 
 @pytest.fixture(scope="session")
@@ -57,13 +70,16 @@ def rendered(kustomize) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="session")
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """`{(apiVersion, kind): openAPIV3Schema}` from the CRD files (skips when absent)."""
+    """`{(apiVersion, kind): openAPIV3Schema}` from the CRD files of `crd_dir()`."""
     folder = crd_dir()
-    if not folder.is_dir():
-        pytest.skip(f"no CRD schemas at {folder} (set KILN_CRD_SCHEMAS)")
+    paths = crd_files(folder)
+    # A missing schema would hide an invalid object, so this fails rather than skips.
+    assert paths, (
+        f"no CRD files (*.yaml, *.yaml.gz) in {folder}; unset KILN_CRD_SCHEMAS to use {VENDORED_CRDS}"
+    )
     schemas = {}
-    for path in sorted(folder.glob("*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=_Loader)
+    for path in paths:
+        crd = read_crd(path)
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]

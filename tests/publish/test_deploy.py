@@ -67,16 +67,24 @@ def test_dry_run_prints_a_valid_inference_service(registered, validate_crd, caps
     assert body["metadata"]["name"] == f"{name}-v1"
     labels = body["metadata"]["labels"]
     assert labels["kiln.dev/model-version"] == "1" and labels["kiln.dev/alias"] == "champion"
+    assert labels["kueue.x-k8s.io/queue-name"] == "kiln-queue"  # publish.serving_queue
     # config defaults (publish.serving_*), overridden by --set and by flags
     assert model["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
     code, out, err = _deploy(
         capsys, name, "--version", "1", "--namespace", "ns",
         "--set", "publish.serving_memory=24Gi", "--gpus", "2", "--max-model-len", "512",
+        "--set", "publish.serving_queue=team-gpus",
     )  # fmt: skip
     assert code == 0, err
+    assert yaml.safe_load(out)["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
     model = yaml.safe_load(out)["spec"]["predictor"]["model"]
     assert model["resources"]["limits"] == {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "2"}
     assert "--max-model-len=512" in model["args"] and "--tensor-parallel-size=2" in model["args"]
+    code, out, err = _deploy(
+        capsys, name, "--version", "1", "--namespace", "ns", "--queue-name", ""
+    )
+    assert code == 0, err
+    assert "kueue.x-k8s.io/queue-name" not in yaml.safe_load(out)["metadata"]["labels"]
 
 
 def test_gate_failed_version_is_refused_unless_forced(registered, capsys):

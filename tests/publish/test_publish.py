@@ -121,6 +121,7 @@ def test_publish_uploads_tracks_registers(
     assert labels["kiln.dev/model-version"] == reg["version"] and isvc["metadata"]["name"] == (
         f"{name}-v{reg['version']}"
     )
+    assert labels["kueue.x-k8s.io/queue-name"] == cfg.publish.serving_queue == "kiln-queue"
 
     # Re-publish (as a retried pipeline step would): same version, same run, nothing rewritten.
     committed = storage.read_manifest(out["model_uri"])

@@ -10,6 +10,7 @@ from kiln.components.common.config.fields import Section, fail, setting
 
 # Kubernetes object names (RFC 1123 label) and resource quantities ("4", "500m", "16Gi").
 K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+K8S_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # RFC 1123 subdomain
 K8S_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?")
 
 
@@ -122,7 +123,8 @@ class EvalConfig(Section):
 @dataclass
 class PublishConfig(Section):
     """Upload a trained model to S3, track it in MLflow, register a version of
-    `tracking.model_name` (`kiln publish`)."""
+    `tracking.model_name` (`kiln publish`), and also in a Kubeflow Model Registry when
+    `model_registry_url` is set."""
 
     KEY = "publish"
 
@@ -141,12 +143,39 @@ class PublishConfig(Section):
         "", "InferenceService name; '' = derived from the model name and version."
     )
     serving_namespace: str = setting("", "InferenceService namespace; '' = the current one.")
+    serving_queue: str = setting(
+        "kiln-queue",
+        "Kueue LocalQueue of the InferenceService (label kueue.x-k8s.io/queue-name, which KServe "
+        "copies to the predictor's Deployment and pods); '' = not queued.",
+    )
     serving_gpus: int = setting(1, "GPUs per serving replica (vLLM).", ge=0)
     serving_cpu: str = setting("4", "CPU request/limit per serving replica.")
     serving_memory: str = setting("16Gi", "Memory request/limit per serving replica.")
+    model_registry_url: str = setting(
+        "",
+        "Kubeflow (OpenShift AI) Model Registry REST URL, e.g. https://modelregistry-rest.apps."
+        "example.com: publish registers each MLflow version there too; '' = off. Token: "
+        "$MODEL_REGISTRY_TOKEN.",
+    )
+    model_registry_author: str = setting(
+        "kiln", "Author of the versions (and owner of the models) publish creates there."
+    )
+    model_registry_storage_key: str = setting(
+        "kiln-data-connection",
+        "Data connection (Secret) recorded as the artifact's storage key: the one that serving "
+        "reads the model's S3 URI with.",
+    )
 
     def check(self) -> None:
-        for name in ("serving_name", "serving_namespace"):
+        url = self.model_registry_url
+        if url and not re.fullmatch(r"https?://[^/?#\s]+/?", url):
+            fail("publish.model_registry_url", "'' or http(s)://HOST[:PORT] without a path", url)
+        if url and not self.model_registry_author.strip():
+            fail("publish.model_registry_author", "a non-empty name", self.model_registry_author)
+        key = self.model_registry_storage_key
+        if key and not K8S_SECRET_NAME.fullmatch(key):
+            fail("publish.model_registry_storage_key", "'' or a Kubernetes Secret name", key)
+        for name in ("serving_name", "serving_namespace", "serving_queue"):
             value = getattr(self, name)
             if value and not K8S_NAME.fullmatch(value):
                 fail(self.key(name), "'' or a Kubernetes name (a-z, 0-9, '-', <= 63)", value)
