@@ -325,3 +325,52 @@ def ray_head(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         log.close()
+
+
+# ---------------------------------------------------------------------------------- CRD schemas
+@pytest.fixture(scope="session")
+def validate_crd():
+    """`validate_crd(obj)`: jsonschema-validate a custom resource against its CRD from
+    tests/schemas/crds (upstream files, gzipped; `KILN_CRD_SCHEMAS` names another folder), with
+    unknown fields as errors (kubectl --validate=strict). For tests outside tests/platform, whose
+    conftest has the same check over its `crd_schemas`."""
+    import gzip
+
+    import jsonschema
+    import yaml
+
+    folder = Path(os.environ.get("KILN_CRD_SCHEMAS") or Path(__file__).parent / "schemas" / "crds")
+    schemas = {}
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yaml.gz")]):
+        data = path.read_bytes()
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        crd = yaml.load(gzip.decompress(data) if path.suffix == ".gz" else data, Loader=loader)
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            schemas[key] = version["schema"]["openAPIV3Schema"]
+
+    def closed(schema):  # structural-schema semantics: unknown fields are errors
+        if isinstance(schema, list):
+            return [closed(s) for s in schema]
+        if not isinstance(schema, dict):
+            return schema
+        out = {k: closed(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            if not out.get("x-kubernetes-preserve-unknown-fields"):
+                out["additionalProperties"] = False
+        if out.pop("x-kubernetes-int-or-string", False):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+
+    def check(obj: dict) -> None:
+        key = (obj["apiVersion"], obj["kind"])
+        assert key in schemas, f"no CRD schema for {key} in {folder}"
+        schema = closed(schemas[key])
+        schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the API
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(obj))
+        assert not errors, f"{key[1]}/{obj['metadata'].get('name')}: " + "; ".join(
+            f"{'.'.join(map(str, e.path))}: {e.message[:200]}" for e in errors[:5]
+        )
+
+    return check

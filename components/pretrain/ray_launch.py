@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,12 +39,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from kiln.components.common.config import Config, from_dict
 from kiln.components.common.errors import UserError
 from kiln.components.pretrain import checkpoint as ckpt
+from kiln.components.pretrain import checkpoint_store
 from kiln.components.pretrain.placement import local_param_count
 from kiln.components.pretrain.runtime import Runtime
 from kiln.components.pretrain.train import make_trainer
 
 log = logging.getLogger("kiln.ray")
-RUN_NAME = "train"
+RUN_NAME = checkpoint_store.RAY_RUN_NAME
 # The only settings a Ray job gets from the submitter's environment; none is secret. Credentials
 # reach the Ray pods from the data-connection Secret (manifests/base/raycluster.yaml), never
 # through the job's runtime_env, which the dashboard shows to anyone who can list jobs.
@@ -58,12 +59,25 @@ JOB_ENV = (
 )
 
 
+@dataclass
 class RayRuntime(Runtime):
-    """A Ray Train worker: checkpoints are reported to Ray, which persists them to storage."""
+    """A Ray Train worker: checkpoints are reported to Ray, which persists them to storage.
+
+    It resumes from Ray's latest checkpoint, or from a newer one that another launcher (a
+    TrainJob, a plain process) left in `resume_roots` (see checkpoint_store).
+    """
+
+    resume_roots: list[str] = field(default_factory=list)
 
     @contextlib.contextmanager
     def restore(self) -> Iterator[Path | None]:
         checkpoint = ray.train.get_checkpoint()
+        other = checkpoint_store.newest(self.resume_roots) if self.resume else None
+        if other is not None and other.step > _ray_step(checkpoint):
+            log.info("resuming from %s (step %d), newer than Ray's", other.uri, other.step)
+            with checkpoint_store.opened(other) as directory:
+                yield directory
+            return
         if checkpoint is None:
             yield None
             return
@@ -85,20 +99,33 @@ class RayRuntime(Runtime):
             )
 
 
+def _ray_step(checkpoint: Checkpoint | None) -> float:
+    """The step of Ray's checkpoint (`step_N`), -1 without one; unreadable: trust Ray's."""
+    if checkpoint is None:
+        return -1
+    name = Path(checkpoint.path).name
+    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else float("inf")
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Entry point on every Ray Train worker."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     ctx = ray.train.get_context()
+    cfg = from_dict(config["cfg"])
     runtime = RayRuntime(
         output_dir=Path(config["output_dir"]),
+        resume=config.get("resume", True),
+        resume_roots=checkpoint_store.resume_roots(
+            cfg.dist.storage_path, config["output_dir"], ray=False
+        ),
         rank=ctx.get_world_rank(),
         world_size=ctx.get_world_size(),
         local_rank=ctx.get_local_rank(),
         device=ray.train.torch.get_device(),
     )
-    trainer = make_trainer(from_dict(config["cfg"]), config["tokens_dir"], runtime)
+    trainer = make_trainer(cfg, config["tokens_dir"], runtime)
     # Where each worker landed and what it holds: for debugging placement and sharding.
     log.info(
         "worker rank %d on node %s (pid %d, %s, %s, %d local parameters)",
@@ -211,6 +238,7 @@ def launch(
             "cfg": cfg.to_dict(),
             "tokens_dir": tokens,
             "output_dir": str(output_dir),
+            "resume": resume,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -13,6 +13,9 @@ Where training runs follows `cfg.dist` (set from the pipeline's parameters):
   configured (a bucket and an endpoint, or AWS) and no shared volume, the shards are uploaded
   to S3 (verified), workers read them from there, checkpoints go to S3 (`dist.storage_path`),
   a re-run resumes from the latest S3 checkpoint, and the final one is fetched back.
+- `launcher` trainjob: a Kubeflow Trainer v2 TrainJob of `workers` nodes on the cluster of the
+  current Kubernetes config (`trainjob_launch.train_as_trainjob`: S3 or a shared volume as
+  above); the step follows its node-0 log and fails when it fails.
 - `workers` > 0: Ray Train with that many workers, on a local Ray (or `ray://`/`auto`).
 - `workers` == 0: one plain process, this one.
 
@@ -101,7 +104,7 @@ def _submit_via_s3(
     if not storage.is_committed(tokens_uri):
         storage.upload_dir(str(tokens), tokens_uri)  # verified; the cluster downloads it verified
     cfg = with_changes(cfg, {"dist.storage_path": storage.join(prefix, "ray")})
-    resume = run_exists(cfg.dist.storage_path)
+    resume = run_exists(cfg.dist.storage_path) or _has_checkpoints(cfg.dist.storage_path)
     scratch = f"/tmp/kiln-jobs/{run_key or 'run'}"  # job-local logs; results live in S3
     submit_job(cfg, tokens_uri, scratch, address, resume=resume)
     final = fetch_latest_checkpoint(cfg.dist.storage_path, out)
@@ -110,9 +113,16 @@ def _submit_via_s3(
     return str(final) if final else None
 
 
+def _has_checkpoints(storage_path: str) -> bool:
+    """Whether a TrainJob left checkpoints beside the Ray run in `storage_path` (to resume)."""
+    from kiln.components.pretrain import checkpoint_store
+
+    return checkpoint_store.newest([checkpoint_store.own_root(storage_path, "")]) is not None
+
+
 def _trains_here(cfg) -> bool:
     """Whether training runs on this machine (a plain process or a private local Ray)."""
-    if cfg.dist.ray_address.startswith(("http://", "https://")):
+    if cfg.dist.launcher == "trainjob" or cfg.dist.ray_address.startswith(("http://", "https://")):
         return False
     if cfg.dist.workers == 0:
         return True
@@ -123,6 +133,11 @@ def _train(cfg, tokens: Path, out: Path, tracker: Tracker, run_key: str) -> tupl
     """Run training where `cfg.dist` says; returns (final checkpoint, metrics already tracked)."""
     resume = _has_run(out)
     address = cfg.dist.ray_address
+    if cfg.dist.launcher == "trainjob":
+        from kiln.components.pretrain.trainjob_launch import train_as_trainjob
+
+        shared = os.environ.get(SHARED_DIR_ENV, "")
+        return train_as_trainjob(cfg, tokens, out, run_key, _cluster_s3_root(cfg), shared), False
     if address.startswith(("http://", "https://")):
         return _submit(cfg, tokens, out, address, run_key), False
     if cfg.dist.workers > 0:

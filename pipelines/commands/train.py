@@ -1,4 +1,5 @@
-"""`kiln train`: pretrain on token shards, in this process, on Ray Train workers, or as a Ray job."""
+"""`kiln train`: pretrain on token shards, in this process, on Ray Train workers, as a Ray job,
+or as a Kubeflow TrainJob (`--set dist.launcher=trainjob`)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.json").write_text(cfg.to_json())
-    if cfg.dist.workers > 0:
+    if cfg.dist.launcher == "trainjob":  # a TrainJob on the current Kubernetes context
+        from kiln.components.pretrain import checkpoint_store
+        from kiln.components.pretrain.trainjob_launch import train_as_trainjob
+
+        roots = checkpoint_store.resume_roots(cfg.dist.storage_path, output)
+        if not args.resume and checkpoint_store.newest(roots):
+            raise ValueError(f"{output} already holds checkpoints: pass --resume to continue them")
+        # The nodes see the paths as given: s3:// tokens, or a filesystem they share with us.
+        final = train_as_trainjob(cfg, tokens, output, "", s3_root=None)
+    elif cfg.dist.workers > 0:
         from kiln.components.pretrain.ray_launch import copy_final_checkpoint, launch
 
         result = launch(cfg, tokens, output, resume=args.resume)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from kiln.components.common.config.fields import Section, fail, setting
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[kMGTPEm])?$")  # e.g. 64Gi, 500M, 1.5G
 
 
 @dataclass
@@ -194,7 +197,18 @@ class DistConfig(Section):
 
     KEY = "dist"
 
-    workers: int = setting(0, "Ray Train workers; 0 = one plain process without Ray.", ge=0)
+    workers: int = setting(
+        0,
+        "Ray Train workers, or TrainJob nodes (dist.launcher=trainjob, 0 = 1); 0 = one plain "
+        "process without Ray.",
+        ge=0,
+    )
+    launcher: Literal["ray", "trainjob"] = setting(
+        "ray",
+        "What runs the workers: ray (Ray Train: a local Ray, or the cluster in ray_address) | "
+        "trainjob (a Kubeflow Trainer v2 TrainJob on the cluster of the current Kubernetes "
+        "config: one torchrun process per node; docs/platform.md).",
+    )
     use_gpu: bool = setting(False, "One GPU per Ray worker (NCCL) instead of CPU workers (gloo).")
     strategy: Literal["ddp", "fsdp"] = setting(
         "ddp", "Data parallelism: ddp | fsdp (FSDP2, shards params, grads and optimizer state)."
@@ -219,7 +233,18 @@ class DistConfig(Section):
         "",
         "Ray cluster: '' starts a local one; ray://… or auto to join; http://HOST:8265 submits a job.",
     )
+    memory_per_worker: str = setting(
+        "",
+        "TrainJob: memory per node, a Kubernetes quantity such as 64Gi ('' = the runtime's); Ray "
+        "workers get what their RayCluster pods have.",
+    )
 
     def check(self) -> None:
         if self.ray_address != self.ray_address.strip() or " " in self.ray_address:
             fail("dist.ray_address", "an address without spaces", self.ray_address)
+        if self.launcher == "trainjob" and self.ray_address:
+            fail("dist.ray_address", "'' with dist.launcher=trainjob (no Ray)", self.ray_address)
+        if self.memory_per_worker and not _QUANTITY.match(self.memory_per_worker):
+            fail(
+                "dist.memory_per_worker", "a Kubernetes quantity like 64Gi", self.memory_per_worker
+            )
