@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# One set of pins for `make install`, CI (.ci/run -> make test) and both images (images/Containerfile.*).
+# One set of pins for `make install`, CI (.ci/run -> make test) and the images (images/Containerfile.*).
 CONSTRAINTS := images/constraints.txt
 # Images: `make images IMAGE_REGISTRY=quay.io/me IMAGE_TAG=0.1.0` (buildah if present, else docker).
 IMAGE_REGISTRY ?= quay.io/kiln
@@ -12,7 +12,7 @@ IMAGE_SOURCE ?= $(or $(shell git config --get remote.origin.url 2>/dev/null),unk
 IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILDER ?= $(shell command -v buildah >/dev/null 2>&1 && echo buildah || echo docker)
 
-.PHONY: install run test lint format clean constraints images image-cpu image-gpu
+.PHONY: install run test lint format clean constraints images image-cpu image-gpu image-workbench
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,10 @@ constraints:
 	  | sed -E 's/\+[A-Za-z0-9.]+$$//' | grep -v -E '^(kiln|pip)=='; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
-images: image-cpu image-gpu
+images: image-cpu image-gpu image-workbench
 
 # docker (BuildKit) finds images/Containerfile.*.dockerignore by itself; buildah is told.
-image-cpu image-gpu: image-%:
+image-cpu image-gpu image-workbench: image-%:
 	$(BUILDER) build -f images/Containerfile.$* \
 	  $(if $(filter buildah,$(notdir $(BUILDER))),--ignorefile images/Containerfile.$*.dockerignore) \
 	  --build-arg VERSION=$(IMAGE_TAG) --build-arg SOURCE=$(IMAGE_SOURCE) \

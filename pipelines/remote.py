@@ -5,8 +5,9 @@
     print(run.run_id, run.link)
 
 Authentication: a bearer token (`--token`, else $KFP_TOKEN, else the token of the current
-kube config context, i.e. what `oc login` stored), sent as `Authorization: Bearer …`. On
-OpenShift AI the host is the DSP API route (`oc get route ds-pipeline-dspa -o jsonpath=…`).
+kube config context, i.e. what `oc login` stored, else the pod's service-account token, e.g. in
+an OpenShift AI workbench), sent as `Authorization: Bearer …`. On OpenShift AI the host is the
+DSP API route (`oc get route ds-pipeline-dspa -o jsonpath=…`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kiln.components.common.config import RunParams
 from kiln.components.common.errors import Unreachable, UserError
+from kiln.components.common.kube import SERVICE_ACCOUNT_DIR
 from kiln.pipelines.options import PipelineOptions
 
 TOKEN_ENV = "KFP_TOKEN"
+# A KFP v2beta1 run in one of these states will not change again.
+FINAL_STATES = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
 
 
 def kubeconfig_token(context: str | None = None) -> str:
@@ -42,6 +47,17 @@ def kubeconfig_token(context: str | None = None) -> str:
     return auth.removeprefix("Bearer ").strip()
 
 
+def serviceaccount_token(sa_dir: Path | None = None) -> str:
+    """The token of the pod's service account ('' outside a pod). In an OpenShift AI workbench
+    that is the notebook's account, which the notebook controller binds to the Data Science
+    Pipelines user-access Role of the project's `dspa` (RoleBinding `elyra-pipelines-<name>`)."""
+    path = (sa_dir or SERVICE_ACCOUNT_DIR) / "token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 def connect(
     host: str, token: str | None = None, namespace: str | None = None, verify_ssl: bool = True
 ) -> Any:
@@ -53,7 +69,8 @@ def connect(
     """
     if not host:
         raise ValueError("--host is required: the KFP / Data Science Pipelines API URL")
-    token = token or os.environ.get(TOKEN_ENV) or kubeconfig_token() or None
+    token = token or os.environ.get(TOKEN_ENV) or kubeconfig_token() or serviceaccount_token()
+    token = token or None
     _check_auth(host, token, verify_ssl)
     import kfp
 
@@ -180,6 +197,42 @@ def list_runs(client: Any, experiment: str = "", limit: int = 20) -> list[dict[s
         experiment_id = client.get_experiment(experiment_name=experiment).experiment_id
     resp = client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id)
     return [run_summary(r) for r in (resp.runs or [])]
+
+
+def wait_for_run(
+    client: Any,
+    run_id: str,
+    poll_s: float = 15.0,
+    timeout_s: float | None = None,
+    echo: Callable[[str], Any] | None = print,
+) -> dict[str, Any]:
+    """Poll a run until it ends (SUCCEEDED, SKIPPED, FAILED or CANCELED); returns its summary.
+
+    Args:
+        client: a `kfp.Client` (see `connect`).
+        run_id: the id `submit` returned.
+        poll_s: seconds between two polls.
+        timeout_s: give up after this many seconds (None = wait as long as it runs).
+        echo: called with one line per state change (`[  75s] RUNNING`); None = silent.
+
+    Raises:
+        TimeoutError: the run is still going after `timeout_s`; it keeps running on the server.
+    """
+    start, last = time.monotonic(), None
+    while True:
+        info = run_summary(client.get_run(run_id))
+        elapsed = time.monotonic() - start
+        if echo and info["state"] != last:
+            echo(f"[{elapsed:5.0f}s] {info['state'] or 'PENDING'}")
+            last = info["state"]
+        if info["state"] in FINAL_STATES:
+            return info
+        if timeout_s is not None and elapsed + poll_s > timeout_s:
+            raise TimeoutError(
+                f"run {run_id} is still {info['state']} after {elapsed:.0f}s; it keeps running on "
+                f"the server (`kiln runs get {run_id}`)"
+            )
+        time.sleep(poll_s)
 
 
 def run_summary(run: Any) -> dict[str, Any]:

@@ -22,7 +22,8 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TOKEN",
         help="bearer token (default: $KFP_TOKEN, else the current kube config context's token, "
-        "e.g. after `oc login`); prefer the env var: a flag shows up in `ps`",
+        "e.g. after `oc login`, else the pod's service-account token, e.g. in a workbench); "
+        "prefer the env var: a flag shows up in `ps`",
     )
     p.add_argument(
         "--namespace",

@@ -305,3 +305,36 @@ def test_submit_the_sft_pipeline_with_its_base(kfp_server, capsys):
     assert json.loads(params["overrides"]) == ["sft.base=models:/kiln-llama@champion"]
     assert run["display_name"].startswith("kiln-sft-")
     assert "exec-sft-evaluate" in json.dumps(run["pipeline_spec"]["pipeline_spec"])
+
+
+def test_token_from_the_pods_service_account(kfp_server, tmp_path, monkeypatch):
+    """In a workbench there is no kube config: the notebook's service-account token is used."""
+    from kiln.pipelines import remote
+
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    monkeypatch.setattr(remote, "SERVICE_ACCOUNT_DIR", tmp_path)
+    assert main(["submit", "--host", kfp_server.url, "--data", "s3://c/"]) == 0
+    assert len(kfp_server.runs) == 1
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in kfp_server.requests)
+
+
+def test_wait_for_run_reports_each_state_until_the_run_ends(kfp_server, monkeypatch):
+    from kiln.pipelines.remote import SubmitRequest, connect, submit, wait_for_run
+
+    client = connect(kfp_server.url, token=TOKEN)
+    run_id = submit(client, SubmitRequest("s3://c/")).run_id
+    states, get_run = iter(["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]), client.get_run
+
+    def poll(rid: str):  # the server moves the run on between two polls
+        kfp_server.runs[rid]["state"] = next(states)
+        return get_run(rid)
+
+    monkeypatch.setattr(client, "get_run", poll)
+    seen: list[str] = []
+    info = wait_for_run(client, run_id, poll_s=0.01, echo=seen.append)
+    assert info["state"] == "SUCCEEDED" and info["run_id"] == run_id
+    assert [line.split("] ")[1] for line in seen] == ["PENDING", "RUNNING", "SUCCEEDED"]
+    monkeypatch.setattr(client, "get_run", get_run)
+    kfp_server.runs[run_id]["state"] = "RUNNING"
+    with pytest.raises(TimeoutError, match="still RUNNING"):
+        wait_for_run(client, run_id, poll_s=0.05, timeout_s=0.1, echo=None)

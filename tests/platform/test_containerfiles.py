@@ -1,11 +1,13 @@
 """Policy checks on images/Containerfile.* (base images cannot be pulled here, so no full build).
 
 Numeric non-root USER, group-0 writable HOME/caches, pinned bases, installs that use the same
-constraints file as `make install`/CI, OCI labels, no secrets; and the constraints themselves.
+constraints file as `make install`/CI, OCI labels, no secrets, a build context that admits what
+is copied; the workbench image's contract with OpenShift AI; and the constraints themselves.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -42,7 +44,7 @@ def _args(instrs) -> dict[str, str]:
     return dict(re.match(r"(\w+)=?(.*)", a).groups() for w, a in instrs if w == "ARG")
 
 
-@pytest.fixture(params=["cpu", "gpu"])
+@pytest.fixture(params=["cpu", "gpu", "workbench"])
 def image(request):
     return request.param
 
@@ -80,6 +82,8 @@ def test_gpu_base_matches_ray_and_python():
     assert f"python:{PYTHON_VERSION}." in cpu_base, cpu_base
 
 
+# The workbench's HOME is the workbench volume, which OpenShift AI mounts group-0 writable.
+@pytest.mark.parametrize("image", ["cpu", "gpu"])
 def test_group_zero_writable_home_and_caches(image):
     instrs = _instructions(image)
     env = " ".join(a for w, a in instrs if w == "ENV")
@@ -127,6 +131,46 @@ def test_no_secrets_and_labels(image):
     assert ignore[1] == "*", "build context: exclude everything not copied (.venv, runs, secrets)"
 
 
+def test_build_context_admits_what_is_copied(image):
+    """The .dockerignore excludes everything, then re-admits exactly what COPY needs."""
+    ignore = (IMAGES / f"Containerfile.{image}.dockerignore").read_text().splitlines()
+    admitted = [ln[1:] for ln in ignore if ln.startswith("!")]
+    for word, arg in _instructions(image):
+        parts = [a for a in arg.split() if not a.startswith("--")]
+        if word != "COPY" or "--from=" in arg:
+            continue
+        for src in parts[:-1]:
+            assert any(
+                src == a or a.startswith(src.rstrip("/") + "/") or fnmatch.fnmatch(src, a)
+                for a in admitted
+            ), f"Containerfile.{image} copies {src}, which its .dockerignore leaves out"
+
+
+def test_workbench_keeps_the_openshift_ai_workbench_contract():
+    """The base's entrypoint (JupyterLab on 8888 under the workbench's URL prefix), its user and
+    HOME (the workbench volume, so nothing is installed there), and Kiln's venv as the kernel."""
+    instrs = _instructions("workbench")
+    words = [w for w, _ in instrs]
+    assert "ENTRYPOINT" not in words and "CMD" not in words, "keep the base's start-notebook.sh"
+    base = _args(instrs)["WORKBENCH_IMAGE"]
+    assert "/odh-workbench-jupyter-" in base, f"{base}: not an OpenShift AI workbench image"
+    env = " ".join(a for w, a in instrs if w == "ENV")
+    assert not re.search(r"\bHOME=", env), "HOME stays the base's /opt/app-root/src (the volume)"
+    # JupyterLab is started from PATH: the base's entries must stay in front of Kiln's venv.
+    assert re.search(r"\bPATH=\$\{?PATH\}?:/opt/kiln/venv/bin\b", env), env
+    assert [a for w, a in instrs if w == "WORKDIR"][-1] == "/opt/app-root/src"
+    final = instrs[max(i for i, (w, _) in enumerate(instrs) if w == "FROM") :]
+    for word, arg in final:
+        if word == "COPY":
+            assert not arg.split()[-1].startswith("/opt/app-root/src"), arg
+    kernel = " ".join(a for w, a in final if w == "RUN" and "ipykernel install" in a)
+    assert "/opt/kiln/venv/bin/python -m ipykernel install" in kernel
+    assert "--name python3" in kernel and "--prefix /opt/app-root" in kernel
+    notebook = "docs/notebooks/quickstart.ipynb"
+    assert any(a.split()[-2] == notebook for w, a in final if w == "COPY")
+    assert (REPO / notebook).is_file()
+
+
 def test_constraints_pin_what_ci_installs():
     lines = [
         ln for ln in (REPO / CONSTRAINTS).read_text().splitlines() if ln and not ln.startswith("#")
@@ -166,7 +210,7 @@ def test_make_images_uses_registry_and_tag():
         text=True,
         check=True,
     ).stdout
-    for kind in ("cpu", "gpu"):
+    for kind in ("cpu", "gpu", "workbench"):
         assert f"docker build -f images/Containerfile.{kind}" in out
         assert f"-t registry.example/team/kiln-{kind}:9.9.9" in out
     assert "--build-arg VERSION=9.9.9" in out

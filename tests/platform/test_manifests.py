@@ -35,6 +35,21 @@ def _core_validate(obj: dict) -> bool:
     return True
 
 
+def _imagestream_validate(obj: dict) -> None:
+    """OpenShift ImageStream (no schema here): the fields image import and the dashboard read."""
+    assert obj["apiVersion"] == "image.openshift.io/v1", obj
+    tags = obj["spec"]["tags"]
+    assert tags and set(obj["spec"]) <= {"lookupPolicy", "tags", "dockerImageRepository"}, obj
+    for tag in tags:
+        assert tag["name"] and set(tag) <= {
+            "name", "annotations", "from", "reference", "generation", "importPolicy",
+            "referencePolicy",
+        }, tag  # fmt: skip
+        assert tag["from"]["kind"] in {"DockerImage", "ImageStreamTag", "ImageStreamImage"}, tag
+        assert tag["from"]["name"] and tag["referencePolicy"]["type"] in {"Source", "Local"}, tag
+        assert all(isinstance(v, str) for v in tag.get("annotations", {}).values()), tag
+
+
 def _route_validate(obj: dict) -> None:
     """OpenShift Route (no CRD schema here): the fields the router needs, TLS on."""
     spec = obj["spec"]
@@ -54,6 +69,8 @@ def test_every_object_validates(rendered, validate_crd, kustomization):
         seen.add(key)
         if obj["kind"] == "Route":
             _route_validate(obj)
+        elif obj["kind"] == "ImageStream":
+            _imagestream_validate(obj)
         elif not _core_validate(obj):
             validate_crd(obj)  # fails when neither a core nor a CRD schema is known
 
@@ -93,7 +110,7 @@ def test_overlay_contents(rendered, overlay):
         "secrets are created by the user from secret-templates/, never rendered"
     )
     extra = {
-        "overlays/openshift": {"DataSciencePipelinesApplication", "Route"},
+        "overlays/openshift": {"DataSciencePipelinesApplication", "Route", "ImageStream"},
         "overlays/dev": {"Job"},
     }.get(overlay, set())
     assert extra <= kinds
