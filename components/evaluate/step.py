@@ -51,12 +51,24 @@ def evaluate_step(
         tracking_uri=cfg.tracking.uri,
         workdir=workdir(),
     )
+    report_metrics(report, cfg, run_id, Path(output_dir) / EVAL_JSON, log_metric)
+    return report
+
+
+def report_metrics(
+    report: dict[str, Any],
+    cfg: Any,
+    run_id: str,
+    eval_json: Path,
+    log_metric: Callable[[str, float], None] | None = None,
+) -> None:
+    """An eval report's metrics (and gate_passed) to `log_metric` (KFP Metrics) and, prefixed
+    `eval/` (the names publish uses), to the MLflow run, with eval.json attached."""
     metrics = {k: float(v) for k, v in report["metrics"].items()}
     metrics["gate_passed"] = 1.0 if report["gate"]["passed"] else 0.0
     for name, value in metrics.items():
         if log_metric is not None:
             log_metric(name, value)
     tracker = step_tracker(cfg, run_id)
-    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})  # the names publish uses
-    tracker.log_artifact(Path(output_dir) / EVAL_JSON, "eval")
-    return report
+    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+    tracker.log_artifact(eval_json, "eval")

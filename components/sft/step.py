@@ -82,19 +82,12 @@ def sft_evaluate_step(
     Returns:
         The eval report (`kiln.components.sft.evaluate`).
     """
-    from kiln.components.common.pipeline_run import step_tracker
+    from kiln.components.evaluate.step import report_metrics
     from kiln.components.sft.evaluate import EVAL_JSON, evaluate_chat
     from kiln.components.sft.finetune import CHAT_TOKENS
 
     cfg = step_config(config_json)
     trained = Path(trained_dir)
     report = evaluate_chat(trained / "model", trained / CHAT_TOKENS, cfg, output_dir)
-    metrics = {k: float(v) for k, v in report["metrics"].items()}
-    metrics["gate_passed"] = 1.0 if report["gate"]["passed"] else 0.0
-    for name, value in metrics.items():
-        if log_metric is not None:
-            log_metric(name, value)
-    tracker = step_tracker(cfg, run_id)
-    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
-    tracker.log_artifact(Path(output_dir) / EVAL_JSON, "eval")
+    report_metrics(report, cfg, run_id, Path(output_dir) / EVAL_JSON, log_metric)
     return report
