@@ -12,7 +12,7 @@ the held-out text), which is 1 for ASCII and below 1 for text with multi-byte ch
     python benchmarks/bench_learning_efficiency.py --nanogpt /path/to/nanoGPT
     python benchmarks/bench_learning_efficiency.py --budget-s 120 --versus optim.name=muon
 
-Goal: Kiln's val bits/byte ≤ nanoGPT's.
+Goal (issue 18): Kiln ≤ 0.75× nanoGPT's val bits/byte on tinyshakespeare, ≤ 0.72× on other text.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     bpb = kiln_bits_per_byte("kiln", recipe, budget, work)
     if peer_bpb is not None:
         print(
-            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {bpb:.4f} | ratio kiln/nanoGPT {bpb / peer_bpb:.3f} (goal <= 1.0)"
+            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {bpb:.4f} | ratio kiln/nanoGPT {bpb / peer_bpb:.3f} (goal <= 0.75 on tinyshakespeare, <= 0.72 elsewhere)"
         )
     if args.versus:
         other = kiln_bits_per_byte("kiln+versus", recipe + args.versus, budget, work)
