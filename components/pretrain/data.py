@@ -30,6 +30,8 @@ import torch
 from kiln.components.tokenization.manifest import verify_shards
 from kiln.components.tokenization.shards import open_shard
 
+IGNORE = -100  # a target that is not learned (F.cross_entropy's ignore_index)
+
 
 class TokenLoader:
     """Batches of (inputs, targets) windows from token shards; see the module docstring.

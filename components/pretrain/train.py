@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from kiln.components.common.config import Config, ModelConfig
 from kiln.components.pretrain import checkpoint as ckpt
-from kiln.components.pretrain.data import TokenLoader
+from kiln.components.pretrain.data import IGNORE, TokenLoader
 from kiln.components.pretrain.model import Llama
 from kiln.components.pretrain.optim import build_optimizers, guarded_step, lr_at, set_lr
 from kiln.components.pretrain.placement import (
@@ -47,7 +47,6 @@ from kiln.components.tokenization.manifest import read_manifest, shard_paths, ve
 from kiln.components.tokenization.shards import ShardError
 
 log = logging.getLogger("kiln.train")
-IGNORE = -100  # targets that are not learned (F.cross_entropy's ignore_index)
 
 
 class Validation(NamedTuple):

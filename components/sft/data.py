@@ -22,7 +22,6 @@ and rank r takes the r-th block of each global batch, so a checkpoint restores e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -32,11 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kiln.components.common.storage import sha256_file
+from kiln.components.pretrain.data import IGNORE
 from kiln.components.sft.template import Rendered
+
+__all__ = ["IGNORE", "ChatLoader", "ChatSplit", "is_chat_tokens", "read_manifest", "write_split"]
 
 log = logging.getLogger("kiln.sft")
 FORMAT = "kiln-chat-tokens"
-IGNORE = -100  # F.cross_entropy's ignore_index
 MANIFEST = "manifest.json"
 
 
@@ -56,14 +58,6 @@ def read_manifest(directory: str | Path) -> dict:
     return manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_split(directory: Path, split: str, rendered: list[Rendered]) -> dict[str, str]:
     """Write one split's arrays; returns {file name: sha256}."""
     lengths = np.array([len(r.ids) for r in rendered], dtype=np.int64)
@@ -77,7 +71,7 @@ def write_split(directory: Path, split: str, rendered: list[Rendered]) -> dict[s
     for kind, array in arrays.items():
         path = directory / f"{split}.{kind}.npy"
         np.save(path, array, allow_pickle=False)
-        files[path.name] = _sha256(path)
+        files[path.name] = sha256_file(path)
     return files
 
 
@@ -99,7 +93,7 @@ class ChatSplit:
             want = manifest["files"].get(path.name)
             if want is None or not path.is_file():
                 raise FileNotFoundError(f"{path} is missing from the chat tokens directory")
-            if _sha256(path) != want:
+            if sha256_file(path) != want:
                 raise ValueError(f"{path}: sha256 differs from {directory / MANIFEST}")
             arrays[kind] = np.load(path, allow_pickle=False)
         vocab = manifest["vocab_size"]

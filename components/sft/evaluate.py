@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from kiln.components.common.config import Config, ModelConfig
@@ -35,7 +34,7 @@ from kiln.components.evaluate.metrics import token_byte_lengths
 from kiln.components.pretrain.export import import_hf
 from kiln.components.pretrain.model import Llama
 from kiln.components.sft.data import IGNORE, ChatSplit, read_manifest
-from kiln.components.sft.prepare import BASE_WEIGHTS
+from kiln.components.sft.prepare import base_state
 from kiln.components.sft.template import ChatIds, render_prompt
 
 log = logging.getLogger("kiln.sft")
@@ -47,10 +46,7 @@ def base_model(chat_dir: str | Path) -> Llama:
     manifest = read_manifest(chat_dir)
     cfg = ModelConfig(**manifest["base"]["model"])
     model = Llama(cfg)
-    state = load_file(Path(chat_dir) / BASE_WEIGHTS)
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    model.load_state_dict(state)
+    model.load_state_dict(base_state(chat_dir, cfg.tie_embeddings))
     return model.eval()
 
 

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from kiln.components.common.config import Config, ModelConfig
 from kiln.components.common.errors import UserError
+from kiln.components.common.storage import sha256_file
 from kiln.components.pretrain.export import import_hf
 from kiln.components.pretrain.placement import padded_vocab
-from kiln.components.sft.data import FORMAT, MANIFEST, _sha256, write_split
+from kiln.components.sft.data import FORMAT, MANIFEST, write_split
 from kiln.components.sft.template import CHAT_TEMPLATE, chat_ids, render, with_chat_tokens
 
 log = logging.getLogger("kiln.sft")
@@ -137,6 +138,15 @@ def resize_vocab(
     return out
 
 
+def base_state(chat_dir: str | Path, tied: bool) -> dict[str, torch.Tensor]:
+    """The resized base weights stored with the rendered conversations (our names), with the
+    output head re-tied to the embedding when the model ties them."""
+    state = load_file(Path(chat_dir) / BASE_WEIGHTS)
+    if tied:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    return state
+
+
 def _load_split(conversations_dir: Path, split: str) -> list[list[dict]]:
     from kiln.components.sft.conversations import load_conversations
 
@@ -167,8 +177,8 @@ def chat_tokens(
     save_file({k: v.contiguous() for k, v in state.items()}, out / BASE_WEIGHTS)
 
     files = {
-        BASE_WEIGHTS: _sha256(out / BASE_WEIGHTS),
-        "tokenizer.json": _sha256(out / "tokenizer.json"),
+        BASE_WEIGHTS: sha256_file(out / BASE_WEIGHTS),
+        "tokenizer.json": sha256_file(out / "tokenizer.json"),
     }
     splits = {}
     for split in ("train", "val"):

@@ -19,12 +19,12 @@ import math
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 
 from kiln.components.common.config import ModelConfig
-from kiln.components.pretrain.train import IGNORE, Trainer
+from kiln.components.pretrain.data import IGNORE
+from kiln.components.pretrain.train import Trainer
 from kiln.components.sft.data import ChatLoader, ChatSplit, read_manifest
-from kiln.components.sft.prepare import BASE_WEIGHTS
+from kiln.components.sft.prepare import base_state
 from kiln.components.sft.template import ChatIds, render_prompt
 
 
@@ -42,10 +42,7 @@ class SFTTrainer(Trainer):
         return model_cfg
 
     def load_initial_weights(self) -> None:
-        state = load_file(self.tokens_dir / BASE_WEIGHTS)
-        if self.model_cfg.tie_embeddings:
-            state["lm_head.weight"] = state["embed_tokens.weight"]
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(base_state(self.tokens_dir, self.model_cfg.tie_embeddings))
 
     def open_data(self) -> None:
         d, t = self.cfg.data, self.cfg.train
