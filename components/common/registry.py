@@ -282,13 +282,16 @@ class ModelRegistry:
             "tags": {k: v for k, v in tags.items() if not k.startswith(METRIC_PREFIX)},
         }
 
-    def resolve(self, uri: str) -> str:
-        """`models:/NAME@ALIAS` or `models:/NAME/VERSION` → the version's source URI."""
+    def show_uri(self, uri: str) -> dict[str, Any]:
+        """`show` of the version `models:/NAME@ALIAS` or `models:/NAME/VERSION` names."""
         m = _MODELS_URI.match(uri)
         if not m:
             raise ValueError(f"{uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        info = self.show(m["name"], version=m["version"], alias=m["alias"])
-        return info["source"]
+        return self.show(m["name"], version=m["version"], alias=m["alias"])
+
+    def resolve(self, uri: str) -> str:
+        """`models:/NAME@ALIAS` or `models:/NAME/VERSION` → the version's source URI."""
+        return self.show_uri(uri)["source"]
 
 
 def _is_local(source: str) -> bool:

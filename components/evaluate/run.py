@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from kiln.components.common.config import EvalConfig
+from kiln.components.common.model_ref import fetch_model
 from kiln.components.evaluate.gate import gate_verdict
 from kiln.components.evaluate.metrics import HeldOut, held_out_metrics, token_byte_lengths
 from kiln.components.evaluate.samples import generate_samples
@@ -59,18 +60,7 @@ def _device(name: str) -> torch.device:
 def _local_model(ref: str, tmp: str, tracking_uri: str, workdir: str) -> Path:
     """A local model directory for `ref`: a path, or s3://… / models:/NAME@ALIAS (downloaded and
     verified against the upload's sha256 manifest)."""
-    if not ref.startswith(("s3://", "models:/")):
-        return Path(ref)
-    from kiln.components.common import storage
-
-    uri = ref
-    if ref.startswith("models:/"):
-        from kiln.components.common.registry import ModelRegistry
-
-        uri = ModelRegistry(tracking_uri, workdir).resolve(ref)
-    dest = Path(tmp) / hashlib.sha256(ref.encode()).hexdigest()[:12]
-    storage.download_dir(uri, dest, verify=True)
-    return dest
+    return fetch_model(ref, tmp, tracking_uri, workdir).directory
 
 
 def _check_tokenizer(model_dir: Path, tokens_dir: Path, expected_sha: str) -> Path:

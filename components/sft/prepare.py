@@ -14,7 +14,6 @@ the same bytes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -27,6 +26,7 @@ from tokenizers import Tokenizer
 
 from kiln.components.common.config import Config, ModelConfig
 from kiln.components.common.errors import UserError
+from kiln.components.common.model_ref import fetch_model
 from kiln.components.common.storage import sha256_file
 from kiln.components.pretrain.export import import_hf
 from kiln.components.pretrain.placement import padded_vocab
@@ -54,35 +54,15 @@ def resolve_base(
         raise ValueError(
             "sft.base is empty: name the model to fine-tune (models:/NAME@ALIAS, a directory or s3://…)"
         )
+    directory, source, version = fetch_model(uri, download_to, cfg.tracking.uri, workdir)
     registered: dict[str, str] = {}
-    source = uri
-    if uri.startswith("models:/"):
-        from kiln.components.common.registry import ModelRegistry
-
-        reg = ModelRegistry(cfg.tracking.uri, workdir)
-        source = reg.resolve(uri)
-        body = uri.removeprefix("models:/")
-        name = body.split("@")[0].split("/")[0]
-        info = reg.show(
-            name,
-            version=body.split("/")[1] if "/" in body else None,
-            alias=body.split("@")[1] if "@" in body else None,
-        )
+    if version is not None:
         registered = {
-            "name": name,
-            "version": info["version"],
-            "run_id": info["mlflow_run_id"],
+            "name": version["name"],
+            "version": version["version"],
+            "run_id": version["mlflow_run_id"],
             "source": source,
         }
-    if source.startswith("s3://") or source.startswith("file:"):
-        from kiln.components.common import storage
-
-        local = Path(download_to) / hashlib.sha256(source.encode()).hexdigest()[:16]
-        if not (local / "config.json").exists():
-            storage.download_dir(source, local, settings=storage.settings_for_workdir(workdir))
-        directory = local
-    else:
-        directory = Path(source)
     for need in ("config.json", "tokenizer.json"):
         if not (directory / need).is_file():
             raise FileNotFoundError(
