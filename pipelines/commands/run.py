@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from kiln.components.common.config import PRESETS, RunParams
-from kiln.components.common.errors import UserError
+from kiln.components.common.config import RunParams
+from kiln.pipelines.commands.common import add_pipeline_choice, pipeline_params
 from kiln.pipelines.options import LOCAL_DEFAULTS
 
 log = logging.getLogger("kiln.cli")
@@ -60,20 +60,9 @@ examples:
         help="where the corpus, step outputs, local MLflow store and local S3 go (default: kiln-work)",
     )
     RunParams.add_arguments(p, LOCAL_DEFAULTS)
-    p.add_argument(
-        "--pipeline",
-        choices=["pretrain", "sft"],
-        default="pretrain",
-        help="pretrain (default) | sft: fine-tune a base model into a chat model on "
-        "conversations (--data: .jsonl/.json records; default: built-in questions about "
-        "Python's standard library); --preset tiny/small then mean sft-tiny/sft-small",
-    )
-    p.add_argument(
-        "--base",
-        default="",
-        metavar="MODEL",
-        help="with --pipeline sft: the model to fine-tune (sft.base): models:/NAME@ALIAS, "
-        "s3://… or a model directory (default: the preset's, models:/kiln-llama@champion)",
+    add_pipeline_choice(
+        p,
+        "--data: .jsonl/.json records; default: built-in questions about Python's standard library",
     )
     p.add_argument(
         "--baseline",
@@ -130,18 +119,7 @@ def _summary(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Inputs first: a wrong --data or --set fails in a second, before the workdir or any step.
-    params = RunParams.from_args(args)
-    if args.pipeline == "sft":
-        if not params.preset.startswith("sft-"):
-            params.preset = f"sft-{params.preset}"
-        if params.preset not in PRESETS:
-            raise UserError(
-                f"--pipeline sft has no preset {params.preset}: use sft-tiny or sft-small"
-            )
-        if args.base:
-            params.overrides.append(f"sft.base={args.base}")
-    elif args.base:
-        raise UserError("--base is for --pipeline sft (the model to fine-tune)")
+    params = pipeline_params(args)
     cfg = params.resolve()
     if args.pipeline == "sft":
         from kiln.components.sft.prepare import check_base

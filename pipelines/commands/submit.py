@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kiln.components.common.config import RunParams
+from kiln.pipelines.commands.common import add_pipeline_choice, pipeline_params
 from kiln.pipelines.commands.compile import add_pipeline_options, options_from_args
 
 
@@ -60,20 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline", default="", help="model to compare with, e.g. models:/kiln-llama@champion"
     )
-    p.add_argument(
-        "--pipeline",
-        choices=["pretrain", "sft"],
-        default="pretrain",
-        help="pretrain (default) | sft: fine-tune --base on the conversations at --data "
-        "(--preset tiny/small then mean sft-tiny/sft-small)",
-    )
-    p.add_argument(
-        "--base",
-        default="",
-        metavar="MODEL",
-        help="with --pipeline sft: the model to fine-tune (sft.base), e.g. "
-        "models:/kiln-llama@champion or s3://bucket/kiln/runs/RUN/model",
-    )
+    add_pipeline_choice(p, "--data: s3:// conversations the cluster can read")
     p.add_argument(
         "--upload-as",
         default="",
@@ -88,18 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from kiln.components.common.errors import UserError
     from kiln.pipelines.remote import SubmitRequest, connect, submit
 
-    params = RunParams.from_args(args)
-    if args.pipeline == "sft":
-        if args.baseline:
-            raise UserError(
-                "--baseline is for the pretraining pipeline (sft compares with its base)"
-            )
-        if not params.preset.startswith("sft-"):
-            params.preset = f"sft-{params.preset}"
-        if args.base:
-            params.overrides.append(f"sft.base={args.base}")
-    elif args.base:
-        raise UserError("--base is for --pipeline sft (the model to fine-tune)")
+    if args.pipeline == "sft" and args.baseline:
+        raise UserError("--baseline is for the pretraining pipeline (sft compares with its base)")
+    params = pipeline_params(args)
     params.resolve()  # a bad preset or override fails here, before any request
     client = connect(args.host, args.token, args.namespace, verify_ssl=not args.insecure)
     req = SubmitRequest(
