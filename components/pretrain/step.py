@@ -35,7 +35,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kiln.components.common.config import with_changes
 from kiln.components.common.pipeline_run import step_config, step_tracker
@@ -71,14 +71,43 @@ def _submit(cfg, tokens: Path, out: Path, address: str, run_key: str) -> str | N
         submit_job(cfg, str(tokens), str(out), address, resume=_has_run(out))
         latest = ckpt.latest_checkpoint(out / "checkpoints")
         return str(latest) if latest else None
-    job_dir = Path(shared) / "kiln-jobs" / (run_key or out.resolve().parent.name)
-    job_tokens, job_out = job_dir / "tokens", job_dir / "train"
-    shutil.copytree(tokens, job_tokens, dirs_exist_ok=True)
+    job_tokens, job_out = stage_on_shared(shared, run_name(run_key, out), tokens)
     # A retried step finds the job's checkpoints on the shared volume and resumes from them.
     submit_job(cfg, str(job_tokens), str(job_out), address, resume=_has_run(job_out))
     shutil.copytree(job_out, out, dirs_exist_ok=True)
     latest = ckpt.latest_checkpoint(out / "checkpoints")
     return str(latest) if latest else None
+
+
+def run_name(run_key: str, out: Path) -> str:
+    """The name a run's staged files go under: its MLflow run id, else the step's directory."""
+    return run_key or out.resolve().parent.name
+
+
+def stage_on_shared(shared: str, run: str, tokens: Path) -> tuple[Path, Path]:
+    """Copy the token shards to SHARED/kiln-jobs/RUN/tokens; returns (tokens, job output)."""
+    job_dir = Path(shared) / "kiln-jobs" / run
+    shutil.copytree(tokens, job_dir / "tokens", dirs_exist_ok=True)
+    return job_dir / "tokens", job_dir / "train"
+
+
+class StagedOnS3(NamedTuple):
+    cfg: Any  # the config with dist.storage_path = ROOT/runs/RUN/train/ray (checkpoints)
+    tokens: str  # ROOT/runs/RUN/train/tokens
+    scratch: str  # the job's local output: logs only, the results live in S3
+
+
+def stage_on_s3(cfg, tokens: Path, root: str, run: str) -> StagedOnS3:
+    """Upload the token shards (verified, once per run) for a cluster job to read, and point its
+    checkpoints to S3 beside them."""
+    from kiln.components.common import storage
+
+    prefix = storage.join(root, "runs", run, "train")
+    tokens_uri = storage.join(prefix, "tokens")
+    if not storage.is_committed(tokens_uri):
+        storage.upload_dir(str(tokens), tokens_uri)  # verified; the cluster downloads it verified
+    cfg = with_changes(cfg, {"dist.storage_path": storage.join(prefix, "ray")})
+    return StagedOnS3(cfg, tokens_uri, f"/tmp/kiln-jobs/{run}")
 
 
 def _cluster_s3_root(cfg) -> str | None:
@@ -96,16 +125,10 @@ def _submit_via_s3(
 ) -> str | None:
     """Train as a Ray job whose workers read the token shards from S3 and write checkpoints to
     S3; a re-run of the step resumes from the latest S3 checkpoint of the same run."""
-    from kiln.components.common import storage
     from kiln.components.pretrain.ray_launch import fetch_latest_checkpoint, run_exists, submit_job
 
-    prefix = storage.join(root, "runs", run_key or out.resolve().parent.name, "train")
-    tokens_uri = storage.join(prefix, "tokens")
-    if not storage.is_committed(tokens_uri):
-        storage.upload_dir(str(tokens), tokens_uri)  # verified; the cluster downloads it verified
-    cfg = with_changes(cfg, {"dist.storage_path": storage.join(prefix, "ray")})
+    cfg, tokens_uri, scratch = stage_on_s3(cfg, tokens, root, run_name(run_key, out))
     resume = run_exists(cfg.dist.storage_path) or _has_checkpoints(cfg.dist.storage_path)
-    scratch = f"/tmp/kiln-jobs/{run_key or 'run'}"  # job-local logs; results live in S3
     submit_job(cfg, tokens_uri, scratch, address, resume=resume)
     final = fetch_latest_checkpoint(cfg.dist.storage_path, out)
     if final is not None and (final / TRAIN_LOG).exists():

@@ -262,25 +262,18 @@ def train_as_trainjob(
     staged on that volume, mounted in the nodes at the same path; else they go as they are.
     $KILN_QUEUE_NAME and $KILN_DATA_CONNECTION name the queue and the Secret.
     """
-    from kiln.components.common import storage
-    from kiln.components.common.config import with_changes
     from kiln.components.pretrain import checkpoint_store
+    from kiln.components.pretrain.step import run_name, stage_on_s3, stage_on_shared
     from kiln.components.pretrain.train_log import TRAIN_LOG
 
-    run, pvc, staged = run_key or out.resolve().parent.name, os.environ.get(PVC_ENV, ""), None
+    run, pvc, staged = run_name(run_key, out), os.environ.get(PVC_ENV, ""), None
     extra = {"queue_name": os.environ.get(QUEUE_ENV, kube.LOCAL_QUEUE)}
     extra["secret_name"] = os.environ.get(SECRET_ENV) or kube.DATA_CONNECTION_SECRET
     if s3_root and not shared_dir:
-        prefix = storage.join(s3_root, "runs", run, "train")
-        tokens_uri, output_uri = storage.join(prefix, "tokens"), f"/tmp/kiln-jobs/{run}"
-        if not storage.is_committed(tokens_uri):
-            storage.upload_dir(str(tokens), tokens_uri)  # verified; the nodes download it verified
-        cfg = with_changes(cfg, {"dist.storage_path": storage.join(prefix, "ray")})
+        cfg, tokens_uri, output_uri = stage_on_s3(cfg, Path(tokens), s3_root, run)
     elif shared_dir and pvc:
-        job_dir = Path(shared_dir) / "kiln-jobs" / run
-        shutil.copytree(tokens, job_dir / "tokens", dirs_exist_ok=True)
-        staged = job_dir / "train"
-        tokens_uri, output_uri = str(job_dir / "tokens"), str(staged)
+        job_tokens, staged = stage_on_shared(shared_dir, run, Path(tokens))
+        tokens_uri, output_uri = str(job_tokens), str(staged)
         extra.update(shared_pvc=pvc, shared_mount=shared_dir)
     else:
         log.warning(
