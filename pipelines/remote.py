@@ -22,7 +22,7 @@ from typing import Any
 
 from kiln.components.common.config import RunParams
 from kiln.components.common.errors import Unreachable, UserError
-from kiln.components.common.kube import SERVICE_ACCOUNT_DIR
+from kiln.components.common.kube import service_account_file
 from kiln.pipelines.options import PipelineOptions
 
 TOKEN_ENV = "KFP_TOKEN"
@@ -51,11 +51,7 @@ def serviceaccount_token(sa_dir: Path | None = None) -> str:
     """The token of the pod's service account ('' outside a pod). In an OpenShift AI workbench
     that is the notebook's account, which the notebook controller binds to the Data Science
     Pipelines user-access Role of the project's `dspa` (RoleBinding `elyra-pipelines-<name>`)."""
-    path = (sa_dir or SERVICE_ACCOUNT_DIR) / "token"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+    return service_account_file("token", sa_dir)
 
 
 def connect(

@@ -24,6 +24,20 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def service_account_file(name: str, sa_dir: Path | None = None) -> str:
+    """A file of this pod's service account mount (`token`, `namespace`), stripped; '' outside
+    a pod.
+
+    Args:
+        name: the file in the mount.
+        sa_dir: the service account mount (default SERVICE_ACCOUNT_DIR).
+    """
+    try:
+        return ((sa_dir or SERVICE_ACCOUNT_DIR) / name).read_text().strip()
+    except OSError:
+        return ""
+
+
 def current_namespace(default: str = "default", sa_dir: Path | None = None) -> str:
     """The namespace this pod runs in (its service account's), else the kubeconfig's, else `default`.
 
@@ -31,11 +45,9 @@ def current_namespace(default: str = "default", sa_dir: Path | None = None) -> s
         default: returned when neither the service account file nor a kubeconfig context says.
         sa_dir: the service account mount (default SERVICE_ACCOUNT_DIR).
     """
-    ns_file = (sa_dir or SERVICE_ACCOUNT_DIR) / "namespace"
-    if ns_file.is_file():
-        ns = ns_file.read_text().strip()
-        if ns:
-            return dns_label(ns, f"{ns_file}", max_len=63, dns1035=False)
+    if ns := service_account_file("namespace", sa_dir):
+        where = f"{(sa_dir or SERVICE_ACCOUNT_DIR) / 'namespace'}"
+        return dns_label(ns, where, max_len=63, dns1035=False)
     try:  # outside a cluster: the active kubeconfig context's namespace, if the client is installed
         from kubernetes import config
 

@@ -32,8 +32,7 @@ TAG_PREFIX = "kubeflow."
 
 def pod_namespace(sa_dir: Path | None = None) -> str:
     """The namespace (OpenShift AI project) of the pod this runs in; '' outside a cluster."""
-    ns_file = (sa_dir or kube.SERVICE_ACCOUNT_DIR) / "namespace"
-    return ns_file.read_text().strip() if ns_file.is_file() else ""
+    return kube.service_account_file("namespace", sa_dir)
 
 
 def provenance(pipeline_run_id: str, run_name: str, namespace: str) -> dict[str, str]:

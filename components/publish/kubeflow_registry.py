@@ -299,5 +299,6 @@ def _reason(e: BaseException) -> str:
 def _service_account_token() -> str | None:
     """The pod's token, where the client looks by default: the file $KF_PIPELINES_SA_TOKEN_PATH
     names, else the service-account mount; None outside a cluster."""
-    path = Path(os.environ.get(SA_TOKEN_PATH_ENV) or kube.SERVICE_ACCOUNT_DIR / "token")
-    return path.read_text().strip() if path.is_file() else None
+    if path := os.environ.get(SA_TOKEN_PATH_ENV):
+        return Path(path).read_text().strip() if Path(path).is_file() else None
+    return kube.service_account_file("token") or None

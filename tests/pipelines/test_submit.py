@@ -309,10 +309,10 @@ def test_submit_the_sft_pipeline_with_its_base(kfp_server, capsys):
 
 def test_token_from_the_pods_service_account(kfp_server, tmp_path, monkeypatch):
     """In a workbench there is no kube config: the notebook's service-account token is used."""
-    from kiln.pipelines import remote
+    from kiln.components.common import kube
 
     (tmp_path / "token").write_text(TOKEN + "\n")
-    monkeypatch.setattr(remote, "SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_DIR", tmp_path)
     assert main(["submit", "--host", kfp_server.url, "--data", "s3://c/"]) == 0
     assert len(kfp_server.runs) == 1
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in kfp_server.requests)
