@@ -1,8 +1,9 @@
 """Benchmark 2: learning efficiency at equal wall-clock, Kiln vs nanoGPT, in bits per byte.
 
 nanoGPT runs its README CPU config (char-level Shakespeare, 2000 iterations); its wall-clock W
-becomes Kiln's budget. Kiln trains its own tokenizer on the same first 90% of
-the text (any UTF-8 file, `--text`), measures its step time in a short calibration run, then
+becomes Kiln's budget. Kiln (a preset as shipped, `mini` by default, plus only the budget's
+settings) trains its own tokenizer on the same first 90% of the text (any UTF-8 file, `--text`),
+measures its step time in a short calibration run, then
 trains for as many steps as fit in W, with `train.time_limit_s` as a hard stop (process
 wall-clock, start-up included), and is scored with `kiln evaluate` on the whole held-out last
 10% (split by characters, as nanoGPT's prepare.py does). Bits per byte makes a char-level and a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,19 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kiln_runs  # noqa: E402
 import nanogpt_peer  # noqa: E402
 
-# Kiln's recipe for this budget: a wider, shallower model on ~3.5 bytes/token BPE.
-RECIPE = [
-    "model.dim=192", "model.n_layers=4", "model.n_heads=6", "model.n_kv_heads=2", "model.max_seq_len=128",
-    "data.seq_len=128", "train.micro_batch_size=16", "train.log_every=50", "train.ckpt_every=100000",
-    "train.eval_batches=10", "train.sample_prompts=[]", "optim.lr=3e-3", "optim.warmup_steps=50",
-    "optim.min_lr_ratio=0.05", "optim.weight_decay=0.1",
-]  # fmt: skip
-
 
 def main() -> None:
     ap = nanogpt_peer.argument_parser(__doc__)
-    ap.add_argument("--vocab-size", type=int, default=1024, help="Kiln BPE vocabulary size")
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra Kiln overrides")
+    ap.add_argument("--preset", default="mini", help="Kiln preset, as shipped (default: mini)")
+    ap.add_argument(
+        "--vocab-size", type=int, help="Kiln BPE vocabulary size (default: the preset's)"
+    )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="extra Kiln overrides (the "
+        "result then measures the preset plus these, not the preset as shipped)",
+    )
     ap.add_argument("--budget-s", type=float, help="skip nanoGPT and use this wall-clock budget")
     ap.add_argument(
         "--versus",
@@ -71,24 +75,36 @@ def main() -> None:
             flush=True,
         )
 
-    from kiln.components.common.config import TokenizerConfig
-    from kiln.components.tokenization import tokenize
-
-    dataset = kiln_runs.split_dataset(text, work / "dataset")
-    tokenize(dataset, work / "tokens", TokenizerConfig(vocab_size=args.vocab_size))
-    recipe = RECIPE + args.sets
-    bpb = kiln_bits_per_byte("kiln", recipe, budget, work)
+    tokens = prepare_tokens(text, work, args.preset, args.vocab_size)
+    kiln = Lane("kiln", args.preset, args.sets)
+    bpb = kiln.bits_per_byte(tokens, budget, work)
     if peer_bpb is not None:
         print(
-            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln {bpb:.4f} | ratio kiln/nanoGPT {bpb / peer_bpb:.3f} (goal <= 0.75 on tinyshakespeare, <= 0.72 elsewhere)"
+            f"\nbits/byte  nanoGPT {peer_bpb:.4f} | kiln ({kiln.describe()}) {bpb:.4f} | ratio "
+            f"kiln/nanoGPT {bpb / peer_bpb:.3f} (goal <= 0.75 on tinyshakespeare, <= 0.72 elsewhere)"
         )
     if args.versus:
-        other = kiln_bits_per_byte("kiln+versus", recipe + args.versus, budget, work)
+        other = Lane("kiln+versus", args.preset, args.sets + args.versus)
+        obpb = other.bits_per_byte(tokens, budget, work)
         print(
             f"\nbits/byte at equal wall-clock ({budget:.0f} s): kiln {bpb:.4f} | with "
-            f"{' '.join(args.versus)} {other:.4f} | ratio {other / bpb:.3f} "
-            f"({abs(100 * (1 - other / bpb)):.1f}% {'lower' if other < bpb else 'higher'})"
+            f"{' '.join(args.versus)} {obpb:.4f} | ratio {obpb / bpb:.3f} "
+            f"({abs(100 * (1 - obpb / bpb)):.1f}% {'lower' if obpb < bpb else 'higher'})"
         )
+
+
+def prepare_tokens(text: Path, work: Path, preset: str, vocab_size: int | None) -> Path:
+    """nanoGPT's split of `text` (first 90% / last 10% by characters) tokenized by Kiln with the
+    preset's tokenizer settings."""
+    from kiln.components.common.config import load_config
+    from kiln.components.tokenization import tokenize
+
+    tok_cfg = load_config(preset).tokenizer
+    if vocab_size:
+        tok_cfg.vocab_size = vocab_size
+    dataset = kiln_runs.split_dataset(text, work / "dataset")
+    tokenize(dataset, work / "tokens", tok_cfg)
+    return work / "tokens"
 
 
 def held_out_chars_per_byte(text: Path, val_fraction: float = 0.1) -> float:
@@ -98,42 +114,61 @@ def held_out_chars_per_byte(text: Path, val_fraction: float = 0.1) -> float:
     return len(val) / len(val.encode("utf-8"))
 
 
-def kiln_bits_per_byte(name: str, recipe: list[str], budget: float, work: Path) -> float:
-    """Calibrate the step time, train for as many steps as fit in `budget` seconds (start-up
-    included), score on the whole held-out split; returns bits per byte."""
-    from kiln.components.common.config import EvalConfig, load_config
-    from kiln.components.evaluate import evaluate
+@dataclass
+class Lane:
+    """One Kiln configuration trained to a wall-clock budget: a preset plus overrides."""
 
-    calib = kiln_runs.train(
-        work / "tokens",
-        work / f"{name}-calib",
-        [*recipe, "train.max_steps=60", "train.eval_every=1000"],
-    )
-    cfg = load_config("tiny", overrides=recipe)  # the preset `kiln_runs.train` starts from
-    tokens_per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
-    overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
-    steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
-    print(
-        f"{name}: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
-        flush=True,
-    )
-    # The hard stop leaves ~5% of the budget for the final validation and the export.
-    limit = f"train.time_limit_s={0.95 * budget:.1f}"
-    run = kiln_runs.train(
-        work / "tokens",
-        work / name,
-        [*recipe, f"train.max_steps={steps}", f"train.eval_every={steps}", limit],
-    )
-    report = evaluate(
-        str(run.output / "model"), str(work / "tokens"), str(work / f"{name}-eval"),
-        EvalConfig(max_tokens=0),
-    )  # fmt: skip
-    print(
-        f"{name}: {last_step(run.output)} of {steps} steps in {run.wall_s:.0f} s "
-        f"({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
-        flush=True,
-    )
-    return report["bits_per_byte"]
+    name: str
+    preset: str
+    sets: list[str] = field(default_factory=list)
+    steps: int = 0  # decided by the first calibration, reused by later seeds
+
+    def describe(self) -> str:
+        return " ".join([f"--preset {self.preset}", *self.sets])
+
+    def bits_per_byte(self, tokens: Path, budget: float, work: Path, tag: str = "") -> float:
+        """Calibrate the step time (once), train for as many steps as fit in `budget` seconds
+        (start-up included, hard stop at 95%), score on the whole held-out split."""
+        from kiln.components.common.config import EvalConfig
+        from kiln.components.evaluate import evaluate
+
+        if not self.steps:
+            self.steps = self.calibrate(tokens, budget, work)
+        out = work / f"{self.name}{tag}"
+        # The hard stop leaves ~5% of the budget for the final validation and the export.
+        budget_sets = [
+            f"train.max_steps={self.steps}", f"train.eval_every={self.steps}",
+            f"train.time_limit_s={0.95 * budget:.1f}",
+        ]  # fmt: skip
+        run = kiln_runs.train(tokens, out, [*self.sets, *budget_sets], preset=self.preset)
+        report = evaluate(
+            str(run.output / "model"), str(tokens), str(work / f"{self.name}{tag}-eval"),
+            EvalConfig(max_tokens=0),
+        )  # fmt: skip
+        print(
+            f"{self.name}{tag}: {last_step(run.output)} of {self.steps} steps in {run.wall_s:.0f} s "
+            f"({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
+            flush=True,
+        )
+        return report["bits_per_byte"]
+
+    def calibrate(self, tokens: Path, budget: float, work: Path) -> int:
+        """Steps that fit in `budget`: a 60-step run gives the step rate and the fixed costs."""
+        from kiln.components.common.config import load_config
+
+        calib = kiln_runs.train(
+            tokens, work / f"{self.name}-calib", [*self.sets, "train.max_steps=60"],
+            preset=self.preset,
+        )  # fmt: skip
+        cfg = load_config(self.preset, overrides=self.sets)
+        tokens_per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
+        overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
+        steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
+        print(
+            f"{self.name}: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
+            flush=True,
+        )
+        return steps
 
 
 def last_step(output: Path) -> int:

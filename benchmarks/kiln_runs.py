@@ -59,8 +59,10 @@ def split_dataset(text: Path, out: Path, val_fraction: float = 0.1) -> Path:
     return out
 
 
-def train_command(tokens: Path, output: Path, sets: list[str], workers: int = 0) -> list[str]:
-    cmd = [*KILN, "train", "--tokens", str(tokens), "--output", str(output), "--preset", "tiny"]
+def train_command(
+    tokens: Path, output: Path, sets: list[str], workers: int = 0, preset: str = "tiny"
+) -> list[str]:
+    cmd = [*KILN, "train", "--tokens", str(tokens), "--output", str(output), "--preset", preset]
     cmd += [a for s in sets for a in ("--set", s)]
     return cmd + (["--workers", str(workers)] if workers else [])
 
@@ -91,10 +93,15 @@ def lane(name: str, tokens: Path, output: Path, sets: list[str], workers: int = 
 
 
 def train(
-    tokens: Path, output: Path, sets: list[str], workers: int = 0, env: dict | None = None
+    tokens: Path,
+    output: Path,
+    sets: list[str],
+    workers: int = 0,
+    env: dict | None = None,
+    preset: str = "tiny",
 ) -> KilnRun:
     """`kiln train` in a subprocess; returns tokens/s per log window and wall-clock."""
-    cmd = train_command(tokens, output, sets, workers)
+    cmd = train_command(tokens, output, sets, workers, preset)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start

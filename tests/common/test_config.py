@@ -27,7 +27,7 @@ from kiln.components.common.config.fields import Section, choices, field_types
 
 
 def test_presets_build_and_validate():
-    for name in ["tiny", "small", "gpt2-124m", "1b"]:
+    for name in ["tiny", "mini", "small", "gpt2-124m", "1b"]:
         cfg = load_config(name)
         assert cfg.model.dim % cfg.model.n_heads == 0
 

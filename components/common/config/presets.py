@@ -19,6 +19,19 @@ def _tiny(c: Config) -> None:
     c.optim.lr, c.optim.warmup_steps = 3e-3, 20
 
 
+def _mini(c: Config) -> None:
+    """A few minutes on a laptop CPU, tuned for validation loss per second (Benchmark 2 and the
+    ablations in docs/training.md measure it): wide and shallow, grouped-query attention, a
+    small BPE vocabulary so each step sees more text, a high peak learning rate."""
+    c.tokenizer.vocab_size = 1024
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 192, 4, 6, 2
+    c.model.max_seq_len = c.data.seq_len = 128
+    c.train.max_steps, c.train.micro_batch_size = 800, 16
+    c.train.log_every, c.train.eval_every, c.train.eval_batches = 50, 200, 10
+    c.train.ckpt_every = 200
+    c.optim.lr, c.optim.warmup_steps, c.optim.min_lr_ratio = 3e-3, 50, 0.05
+
+
 def _small(c: Config) -> None:
     """~25M parameters: a laptop CPU or one small GPU."""
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 384, 6, 6, 2
@@ -90,6 +103,7 @@ def _sft_small(c: Config) -> None:
 
 PRESETS: dict[str, Callable[[Config], None]] = {
     "tiny": _tiny,
+    "mini": _mini,
     "small": _small,
     "gpt2-124m": _gpt2_124m,
     "1b": _1b,
