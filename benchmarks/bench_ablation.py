@@ -8,6 +8,10 @@ change against the preset as a Markdown table: the ablation table of docs/traini
 
     python benchmarks/bench_ablation.py --text tinyshakespeare.txt [--budget-s 60] [--seeds 2]
     python benchmarks/bench_ablation.py --text F --no-toggles --row "no GQA:model.n_kv_heads=6"
+    python benchmarks/bench_ablation.py --steps 400    # equal steps instead of equal wall-clock
+
+Equal steps is the fairer test of a technique whose cost on this CPU is not its cost on a GPU
+(Muon's Newton-Schulz iterations are a few matmuls, cheap on a GPU, dear on two cores).
 
 Differences below the spread of the preset's own seeds are noise, not evidence.
 """
@@ -67,6 +71,7 @@ def main() -> None:
     ap.add_argument("--preset", default="mini", help="preset the rows change (default: mini)")
     ap.add_argument("--budget-s", type=float, default=60.0, help="wall-clock per run (s)")
     ap.add_argument("--seeds", type=int, default=2, help="runs per row, seeds 0..N-1")
+    ap.add_argument("--steps", type=int, help="train this many steps per run, not to a budget")
     ap.add_argument(
         "--row",
         dest="rows",
@@ -86,7 +91,7 @@ def main() -> None:
     started = time.perf_counter()
     results: list[tuple[str, list[str], list[float]]] = []
     for i, (label, sets) in enumerate(rows):
-        lane = Lane(f"row{i}", args.preset, sets)
+        lane = Lane(f"row{i}", args.preset, sets, args.steps or 0, bool(args.steps))
         scores = []
         for seed in range(args.seeds):
             seed_sets = [f"train.seed={1337 + seed}", f"data.seed={1234 + seed}"] if seed else []
@@ -95,9 +100,14 @@ def main() -> None:
         results.append((label, sets, scores))
 
     base = statistics.mean(results[0][2])
+    per_run = (
+        f"{args.steps} steps per run"
+        if args.steps
+        else f"{args.budget_s:.0f} s per run (start-up included)"
+    )
     print(
-        f"\n{text.name}, --preset {args.preset}, {args.budget_s:.0f} s per run (start-up "
-        f"included), {args.seeds} seeds, {time.perf_counter() - started:.0f} s in all\n"
+        f"\n{text.name}, --preset {args.preset}, {per_run}, {args.seeds} seeds, "
+        f"{time.perf_counter() - started:.0f} s in all\n"
     )
     print("| change | setting | val bits/byte per seed | mean | vs preset |")
     print("|---|---|---|---|---|")

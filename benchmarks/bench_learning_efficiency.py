@@ -122,13 +122,15 @@ class Lane:
     preset: str
     sets: list[str] = field(default_factory=list)
     steps: int = 0  # decided by the first calibration, reused by later seeds
+    equal_steps: bool = False  # train exactly `steps` steps, no wall-clock limit
 
     def describe(self) -> str:
         return " ".join([f"--preset {self.preset}", *self.sets])
 
     def bits_per_byte(self, tokens: Path, budget: float, work: Path, tag: str = "") -> float:
         """Calibrate the step time (once), train for as many steps as fit in `budget` seconds
-        (start-up included, hard stop at 95%), score on the whole held-out split."""
+        (start-up included, hard stop at 95%), score on the whole held-out split. With
+        `equal_steps`, train `steps` steps whatever they take."""
         from kiln.components.common.config import EvalConfig
         from kiln.components.evaluate import evaluate
 
@@ -136,10 +138,9 @@ class Lane:
             self.steps = self.calibrate(tokens, budget, work)
         out = work / f"{self.name}{tag}"
         # The hard stop leaves ~5% of the budget for the final validation and the export.
-        budget_sets = [
-            f"train.max_steps={self.steps}", f"train.eval_every={self.steps}",
-            f"train.time_limit_s={0.95 * budget:.1f}",
-        ]  # fmt: skip
+        budget_sets = [f"train.max_steps={self.steps}", f"train.eval_every={self.steps}"]
+        if not self.equal_steps:
+            budget_sets.append(f"train.time_limit_s={0.95 * budget:.1f}")
         run = kiln_runs.train(tokens, out, [*self.sets, *budget_sets], preset=self.preset)
         report = evaluate(
             str(run.output / "model"), str(tokens), str(work / f"{self.name}{tag}-eval"),

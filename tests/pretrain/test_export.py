@@ -1,11 +1,13 @@
 """Hugging Face compatibility: `transformers` loads our export as is and computes the same logits."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from kiln.components.common.config import ModelConfig
+from kiln.components.common.config import ModelConfig, load_config
+from kiln.components.common.config.presets import PRESETS
 from kiln.components.pretrain import pretrain
 from kiln.components.pretrain.export import export_checkpoint, export_hf, import_hf
 from kiln.components.pretrain.model import Llama
@@ -61,6 +63,30 @@ def test_transformers_loads_export_with_matching_logits(
         tok.eos_token == "<|endoftext|>"
         and tok.decode(tok("hello world")["input_ids"]) == "hello world"
     )
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_architecture_exports_with_matching_logits(tmp_path, tokens_dir, name):
+    """Each shipped preset's architecture choices (QK-norm, MLP gate, tied embeddings, the
+    grouped-query ratio, RoPE base), at a width a test can afford."""
+    shipped = load_config(name).model
+    ratio = shipped.n_heads // shipped.n_kv_heads
+    kv = 2 if ratio <= 4 else 1
+    cfg = dataclasses.replace(
+        shipped, vocab_size=320, dim=16 * ratio * kv, n_layers=2, n_heads=ratio * kv,
+        n_kv_heads=kv, ffn_dim=0, max_seq_len=64, dropout=0.0,
+    )  # fmt: skip
+    ours = Llama(cfg).eval()
+    ours.init_weights(seed=5)
+    with torch.no_grad():  # norm gains away from 1: a misplaced or missing norm shows
+        for p_name, p in ours.named_parameters():
+            if "norm" in p_name:
+                p.uniform_(0.5, 1.5)
+    out = export_hf(ours.state_dict(), cfg, tmp_path / "model", tokens_dir / "tokenizer.json")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    x = torch.randint(0, 320, (2, 48))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max().item() < 1e-4
 
 
 def test_import_a_transformers_model_and_trained_checkpoint(tmp_path, tokens_dir, tiny_cfg):

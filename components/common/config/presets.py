@@ -33,7 +33,7 @@ def _mini(c: Config) -> None:
 
 
 def _small(c: Config) -> None:
-    """~25M parameters: a laptop CPU or one small GPU."""
+    """~13M parameters (4,096-token vocabulary): a laptop CPU for hours or one small GPU."""
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 384, 6, 6, 2
     c.model.max_seq_len = 512
     c.data.seq_len = 512
