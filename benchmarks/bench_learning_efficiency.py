@@ -156,13 +156,13 @@ class Lane:
     def calibrate(self, tokens: Path, budget: float, work: Path) -> int:
         """Steps that fit in `budget`: a 60-step run gives the step rate and the fixed costs."""
         from kiln.components.common.config import load_config
+        from kiln.components.scaling import plan
 
         calib = kiln_runs.train(
             tokens, work / f"{self.name}-calib", [*self.sets, "train.max_steps=60"],
             preset=self.preset,
         )  # fmt: skip
-        cfg = load_config(self.preset, overrides=self.sets)
-        tokens_per_step = cfg.train.tokens_per_step or cfg.train.micro_batch_size * cfg.data.seq_len
+        tokens_per_step = plan.tokens_per_step(load_config(self.preset, overrides=self.sets))
         overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
         steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
         print(
