@@ -3,7 +3,7 @@
 Trains a preset as shipped (`mini` by default) and, row by row, the preset with one technique
 switched (a boolean flipped, the other choice of a choice) for the same wall-clock budget on the
 same text and tokens, once per seed (train.seed and data.seed), with Benchmark 2's budget rule
-(calibrated steps, hard stop at 95%). Prints held-out bits per byte per seed, their mean, and the
+(the schedule fitted to 95% of the budget). Prints held-out bits per byte per seed, their mean, and the
 change against the preset as a Markdown table: the ablation table of docs/training.md.
 
     python benchmarks/bench_ablation.py --text tinyshakespeare.txt [--budget-s 60] [--seeds 2]

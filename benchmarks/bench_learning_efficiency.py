@@ -3,9 +3,9 @@
 nanoGPT runs its README CPU config (char-level Shakespeare, 2000 iterations); its wall-clock W
 becomes Kiln's budget. Kiln (a preset as shipped, `mini` by default, plus only the budget's
 settings) trains its own tokenizer on the same first 90% of the text (any UTF-8 file, `--text`),
-measures its step time in a short calibration run, then
-trains for as many steps as fit in W, with `train.time_limit_s` as a hard stop (process
-wall-clock, start-up included), and is scored with `kiln evaluate` on the whole held-out last
+trains with `train.time_limit_s` at 95% of W (process wall-clock, start-up included) and
+`train.fit_to_time_limit`, which sizes the schedule to the steps that fit once the pace is known,
+and is scored with `kiln evaluate` on the whole held-out last
 10% (split by characters, as nanoGPT's prepare.py does). Bits per byte makes a char-level and a
 BPE model comparable: nanoGPT's val loss in nats/char ÷ ln 2 × (characters per UTF-8 byte of
 the held-out text), which is 1 for ASCII and below 1 for text with multi-byte characters.
@@ -121,55 +121,40 @@ class Lane:
     name: str
     preset: str
     sets: list[str] = field(default_factory=list)
-    steps: int = 0  # decided by the first calibration, reused by later seeds
-    equal_steps: bool = False  # train exactly `steps` steps, no wall-clock limit
+    steps: int = 0  # with equal_steps: train exactly this many steps, no wall-clock limit
+    equal_steps: bool = False
 
     def describe(self) -> str:
         return " ".join([f"--preset {self.preset}", *self.sets])
 
     def bits_per_byte(self, tokens: Path, budget: float, work: Path, tag: str = "") -> float:
-        """Calibrate the step time (once), train for as many steps as fit in `budget` seconds
-        (start-up included, hard stop at 95%), score on the whole held-out split. With
+        """Train for `budget` seconds (start-up included; the schedule fitted to 95% of it, the
+        rest for the final validation and the export), score on the whole held-out split. With
         `equal_steps`, train `steps` steps whatever they take."""
         from kiln.components.common.config import EvalConfig
         from kiln.components.evaluate import evaluate
 
-        if not self.steps:
-            self.steps = self.calibrate(tokens, budget, work)
         out = work / f"{self.name}{tag}"
-        # The hard stop leaves ~5% of the budget for the final validation and the export.
-        budget_sets = [f"train.max_steps={self.steps}", f"train.eval_every={self.steps}"]
-        if not self.equal_steps:
-            budget_sets.append(f"train.time_limit_s={0.95 * budget:.1f}")
+        budget_sets = ["train.eval_every=0"]  # one validation, at the end
+        if self.equal_steps:
+            budget_sets.append(f"train.max_steps={self.steps}")
+        else:
+            budget_sets += [
+                "train.max_steps=1000000",
+                f"train.time_limit_s={0.95 * budget:.1f}",
+                "train.fit_to_time_limit=true",
+            ]
         run = kiln_runs.train(tokens, out, [*self.sets, *budget_sets], preset=self.preset)
         report = evaluate(
             str(run.output / "model"), str(tokens), str(work / f"{self.name}{tag}-eval"),
             EvalConfig(max_tokens=0),
         )  # fmt: skip
         print(
-            f"{self.name}{tag}: {last_step(run.output)} of {self.steps} steps in {run.wall_s:.0f} s "
-            f"({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
+            f"{self.name}{tag}: {last_step(run.output)} steps at {run.tokens_per_second:,.0f} tok/s "
+            f"in {run.wall_s:.0f} s ({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
             flush=True,
         )
         return report["bits_per_byte"]
-
-    def calibrate(self, tokens: Path, budget: float, work: Path) -> int:
-        """Steps that fit in `budget`: a 60-step run gives the step rate and the fixed costs."""
-        from kiln.components.common.config import load_config
-        from kiln.components.scaling import plan
-
-        calib = kiln_runs.train(
-            tokens, work / f"{self.name}-calib", [*self.sets, "train.max_steps=60"],
-            preset=self.preset,
-        )  # fmt: skip
-        tokens_per_step = plan.tokens_per_step(load_config(self.preset, overrides=self.sets))
-        overhead = calib.wall_s - 60 * tokens_per_step / calib.tokens_per_second
-        steps = int((budget - overhead) * calib.tokens_per_second / tokens_per_step * 0.97)
-        print(
-            f"{self.name}: {calib.tokens_per_second:,.0f} tok/s, start-up {overhead:.1f} s -> {steps} steps fit in {budget:.0f} s",
-            flush=True,
-        )
-        return steps
 
 
 def last_step(output: Path) -> int:

@@ -87,6 +87,7 @@ class Trainer:
 
         self.open_data()
         self.max_steps = self.total_steps()
+        self.fitted = False  # max_steps shortened to train.time_limit_s (train.fit_to_time_limit)
         self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
         self.loss_ema: float | None = None
         self.snapshot: dict[str, Any] | None = None
@@ -200,6 +201,7 @@ class Trainer:
             "loss_ema": self.loss_ema,
             "tokens_seen": self.step * self.tokens_per_step,
             "world_size": self.world,
+            "fitted_max_steps": self.max_steps if self.fitted else None,
         }
 
     def load(self, directory: Path) -> None:
@@ -217,6 +219,8 @@ class Trainer:
         self.step, self.skipped, self.rollbacks = s["step"], s["skipped_steps"], s["rollbacks"]
         self.nonfinite_run, self.loss_ema = s["nonfinite_in_a_row"], s["loss_ema"]
         self.loader.load_state_dict(s["loader"])
+        if s.get("fitted_max_steps"):  # the schedule fitted to a time limit keeps its length
+            self.max_steps, self.fitted = s["fitted_max_steps"], True
         if parts["rng"] is not None:
             ckpt.set_rng_state(parts["rng"])
         log.info("resumed from %s at step %d", directory, self.step)
@@ -414,6 +418,25 @@ class Trainer:
         if dropped := truncate(path, self.step):
             log.info("train log: dropped %d records after step %d", dropped, self.step)
 
+    def _fit_to_deadline(self, deadline: float, t1: float, step1: int) -> None:
+        """Shorten max_steps to the steps that fit before `deadline` at the pace since step
+        `step1`; every rank agrees on the smallest."""
+        t = self.cfg.train
+        pace = (time.perf_counter() - t1) / max(1, self.step - step1)
+        eval_s = t.eval_batches * pace / (3 * self.accum) if self.has_val else 0.0  # forward only
+        remaining = 0.97 * (deadline - time.time())  # the final save and samples
+        fits = steps_that_fit(self.step, pace, remaining, eval_s, t.eval_every, self.max_steps)
+        agreed = torch.tensor([fits], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        self.max_steps, self.fitted = int(agreed.item()), True
+        if self.rank == 0:
+            log.info(
+                "train.fit_to_time_limit: %.3f s/step, the schedule ends at step %d",
+                pace,
+                self.max_steps,
+            )
+
     def _out_of_time(self, deadline: float, t0: float, start_step: int) -> bool:
         """Whether one more step, at this invocation's mean pace, would pass `deadline`; every
         rank gets the same answer (rank clocks differ a little, a step is collective)."""
@@ -452,6 +475,14 @@ class Trainer:
             else self.max_steps
         )
         deadline = process_start() + t.time_limit_s if t.time_limit_s else None
+        # The schedule's length is fitted once the pace is known and before it matters: warmup
+        # does not depend on max_steps.
+        fit_at = (
+            max(self.cfg.optim.warmup_steps, start_step + 10)
+            if deadline is not None and t.fit_to_time_limit and not self.fitted
+            else None
+        )
+        t1 = t0
         while self.step < stop:
             loss, norm, stepped = self.train_step()
             self._handle_nonfinite(stepped)
@@ -460,6 +491,13 @@ class Trainer:
             self.step += 1
             window_steps += 1
             losses[self.step] = loss
+            if self.step == start_step + 1:
+                t1 = time.perf_counter()  # the first step's warm-up is not the pace
+            if fit_at is not None and self.step >= fit_at:
+                fit_at = None
+                self._fit_to_deadline(deadline, t1, start_step + 1)
+                stop = min(stop, self.max_steps)
+                progress.total = self.max_steps
             record: dict[str, Any] = {
                 "step": self.step,
                 "loss": loss,
@@ -528,6 +566,17 @@ class Trainer:
             rollbacks=self.rollbacks,
             tokens_per_second=tok_s,
         )
+
+
+def steps_that_fit(
+    step: int, pace: float, remaining_s: float, eval_s: float, eval_every: int, max_steps: int
+) -> int:
+    """The last step reachable from `step` in `remaining_s` seconds at `pace` seconds per step,
+    with a validation of `eval_s` seconds every `eval_every` steps and one at the end; at most
+    `max_steps`, at least `step` (stop now)."""
+    per_step = pace + (eval_s / eval_every if eval_every else 0.0)
+    more = int((remaining_s - eval_s) / per_step) if per_step > 0 else max_steps
+    return max(step, min(max_steps, step + more))
 
 
 def process_start() -> float:

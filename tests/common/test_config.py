@@ -108,6 +108,7 @@ BAD_VALUES = [
     ("train.dtype=fp16", "train.dtype must be one of auto, bf16, fp32, got 'fp16'"),
     ("train.log_every=0", "train.log_every must be >= 1, got 0"),
     ("train.spike_factor=0.5", "train.spike_factor must be 0 (off) or > 1"),
+    ("train.fit_to_time_limit=true", "train.time_limit_s must be > 0 with train.fit_to_time_limit"),
     ("train.sample_prompts=[1]", None),  # coerced to the string "1": fine
     ("dist.workers=-2", "dist.workers must be >= 0, got -2"),
     ("dist.strategy=zero3", "dist.strategy must be one of ddp, fsdp, got 'zero3'"),

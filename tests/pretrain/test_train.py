@@ -187,6 +187,38 @@ def test_muon_trains_resumes_bit_identically_and_refuses_fsdp(tokens_dir, tiny_c
         load_config("tiny", overrides=["optim.name=muon", "dist.strategy=fsdp"])
 
 
+def test_steps_that_fit_count_validations_and_never_lengthen():
+    from kiln.components.pretrain.train import steps_that_fit
+
+    assert steps_that_fit(10, 0.1, 10.0, 0.5, 0, 1000) == 10 + 95  # the final validation
+    assert steps_that_fit(10, 0.1, 10.0, 0.5, 10, 1000) == 10 + 63  # and one every 10 steps
+    assert steps_that_fit(10, 0.1, 10.0, 0.5, 0, 50) == 50  # never past max_steps
+    assert steps_that_fit(10, 0.1, 0.3, 0.5, 0, 1000) == 10  # no time left: stop now
+
+
+def test_fit_to_time_limit_ends_the_schedule_in_time(tokens_dir, tiny_cfg, tmp_path):
+    import time
+
+    from kiln.components.pretrain.train import process_start
+    from kiln.components.pretrain.train_log import TRAIN_LOG, read_records
+
+    t, o = tiny_cfg.train, tiny_cfg.optim
+    t.max_steps, t.ckpt_every, t.fit_to_time_limit = 100_000, 100_000, True
+    t.time_limit_s = time.time() - process_start() + 4.0  # ~4 s of training from now
+    start = time.time()
+    result = pretrain(tiny_cfg, tokens_dir, tmp_path)
+    assert time.time() - start < 4.0 + 10
+    assert 10 < result.step < 100_000
+    last = read_records(tmp_path / TRAIN_LOG)[-1]["lr"]
+    floor = o.lr * o.min_lr_ratio
+    assert last <= floor + 0.1 * (o.lr - floor)  # decayed: the schedule ended, not the clock
+    state = ckpt.read_checkpoint(result.checkpoint)["trainer_state"]
+    fitted = state["fitted_max_steps"]
+    assert result.step <= fitted < 100_000
+    t.time_limit_s, t.fit_to_time_limit = 0.0, False  # resuming keeps the fitted length
+    assert pretrain(tiny_cfg, tokens_dir, tmp_path, resume=True).step == fitted
+
+
 def test_time_limit_stops_early_with_a_final_checkpoint(tokens_dir, tiny_cfg, tmp_path):
     import time
 

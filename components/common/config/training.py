@@ -145,6 +145,13 @@ class TrainConfig(Section):
         "for fixed wall-clock budgets and time slots. The schedule still spans max_steps.",
         ge=0,
     )
+    fit_to_time_limit: bool = setting(
+        False,
+        "With train.time_limit_s: at the end of warmup, shorten max_steps to the steps that fit "
+        "the limit at the measured pace (validations and the final save included), so the "
+        "schedule, its decay included, ends in time; never lengthens it. The fitted length is "
+        "checkpointed and kept on resume. For a one-run budget, not for time slots.",
+    )
     micro_batch_size: int = setting(8, "Sequences per worker per forward/backward pass.", ge=1)
     tokens_per_step: int = setting(
         0,
@@ -187,6 +194,8 @@ class TrainConfig(Section):
     max_rollbacks: int = setting(3, "Halt after this many loss-spike rollbacks.", ge=0)
 
     def check(self) -> None:
+        if self.fit_to_time_limit and not self.time_limit_s:
+            fail("train.time_limit_s", "> 0 with train.fit_to_time_limit=true", self.time_limit_s)
         if 0 < self.spike_factor <= 1:
             fail("train.spike_factor", "0 (off) or > 1 (a loss above its mean)", self.spike_factor)
 
