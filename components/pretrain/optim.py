@@ -79,13 +79,18 @@ def lr_at(step: int, max_steps: int, cfg: OptimConfig) -> float:
     if cfg.schedule == "constant":
         return peak
     if cfg.schedule == "wsd":  # warmup, stable at peak, then a linear decay over the last fraction
-        decay_start = max(cfg.warmup_steps, int(max_steps * (1 - cfg.wsd_decay_frac)))
+        decay_start = wsd_decay_start(max_steps, cfg)
         if step < decay_start:
             return peak
         progress = (step - decay_start) / max(1, max_steps - decay_start)
         return peak + (floor - peak) * min(1.0, progress)
     progress = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def wsd_decay_start(max_steps: int, cfg: OptimConfig) -> int:
+    """The step where the wsd schedule leaves its peak."""
+    return max(cfg.warmup_steps, int(max_steps * (1 - cfg.wsd_decay_frac)))
 
 
 def set_lr(optimizers: list[torch.optim.Optimizer], lr: float, cfg: OptimConfig) -> None:

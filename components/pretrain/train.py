@@ -34,7 +34,13 @@ from kiln.components.common.config import Config, ModelConfig
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import IGNORE, TokenLoader
 from kiln.components.pretrain.model import Llama
-from kiln.components.pretrain.optim import build_optimizers, guarded_step, lr_at, set_lr
+from kiln.components.pretrain.optim import (
+    build_optimizers,
+    guarded_step,
+    lr_at,
+    set_lr,
+    wsd_decay_start,
+)
 from kiln.components.pretrain.placement import (
     local_tokens,
     model_shape,
@@ -419,13 +425,14 @@ class Trainer:
             log.info("train log: dropped %d records after step %d", dropped, self.step)
 
     def _fit_to_deadline(self, deadline: float, t1: float, step1: int) -> None:
-        """Shorten max_steps to the steps that fit before `deadline` at the pace since step
-        `step1`; every rank agrees on the smallest."""
+        """Set max_steps to the steps that fit before `deadline` at the pace since step `step1`
+        (at most the configured length); every rank agrees on the smallest."""
         t = self.cfg.train
         pace = (time.perf_counter() - t1) / max(1, self.step - step1)
         eval_s = t.eval_batches * pace / (3 * self.accum) if self.has_val else 0.0  # forward only
         remaining = 0.97 * (deadline - time.time())  # the final save and samples
-        fits = steps_that_fit(self.step, pace, remaining, eval_s, t.eval_every, self.max_steps)
+        most = self.total_steps()
+        fits = steps_that_fit(self.step, pace, remaining, eval_s, t.eval_every, most)
         agreed = torch.tensor([fits], device=self.device)
         if self.world > 1:
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
@@ -475,14 +482,14 @@ class Trainer:
             else self.max_steps
         )
         deadline = process_start() + t.time_limit_s if t.time_limit_s else None
-        # The schedule's length is fitted once the pace is known and before it matters: warmup
-        # does not depend on max_steps.
-        fit_at = (
-            max(self.cfg.optim.warmup_steps, start_step + 10)
-            if deadline is not None and t.fit_to_time_limit and not self.fitted
-            else None
-        )
-        t1 = t0
+        # The schedule's length is fitted when the pace is known and before it matters: at the end
+        # of warmup, which does not depend on max_steps, and for wsd again where the decay starts
+        # (nor does the stable phase), with the pace of every step until then.
+        fits_left = 0
+        if deadline is not None and t.fit_to_time_limit and not self.fitted:
+            fits_left = 2 if self.cfg.optim.schedule == "wsd" else 1
+        fit_at = max(self.cfg.optim.warmup_steps, start_step + 10) if fits_left else None
+        planned_stop, t1 = stop, t0
         while self.step < stop:
             loss, norm, stepped = self.train_step()
             self._handle_nonfinite(stepped)
@@ -494,10 +501,13 @@ class Trainer:
             if self.step == start_step + 1:
                 t1 = time.perf_counter()  # the first step's warm-up is not the pace
             if fit_at is not None and self.step >= fit_at:
-                fit_at = None
                 self._fit_to_deadline(deadline, t1, start_step + 1)
-                stop = min(stop, self.max_steps)
+                stop = min(planned_stop, self.max_steps)
                 progress.total = self.max_steps
+                fits_left -= 1
+                fit_at = wsd_decay_start(self.max_steps, self.cfg.optim) - 1 if fits_left else None
+                if fit_at is not None and fit_at <= self.step:
+                    fit_at = None  # already where the decay starts
             record: dict[str, Any] = {
                 "step": self.step,
                 "loss": loss,

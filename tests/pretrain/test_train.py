@@ -196,7 +196,8 @@ def test_steps_that_fit_count_validations_and_never_lengthen():
     assert steps_that_fit(10, 0.1, 0.3, 0.5, 0, 1000) == 10  # no time left: stop now
 
 
-def test_fit_to_time_limit_ends_the_schedule_in_time(tokens_dir, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_fit_to_time_limit_ends_the_schedule_in_time(schedule, tokens_dir, tiny_cfg, tmp_path):
     import time
 
     from kiln.components.pretrain.train import process_start
@@ -204,6 +205,7 @@ def test_fit_to_time_limit_ends_the_schedule_in_time(tokens_dir, tiny_cfg, tmp_p
 
     t, o = tiny_cfg.train, tiny_cfg.optim
     t.max_steps, t.ckpt_every, t.fit_to_time_limit = 100_000, 100_000, True
+    o.schedule = schedule  # wsd fits again where its decay starts
     t.time_limit_s = time.time() - process_start() + 4.0  # ~4 s of training from now
     start = time.time()
     result = pretrain(tiny_cfg, tokens_dir, tmp_path)

@@ -147,10 +147,11 @@ class TrainConfig(Section):
     )
     fit_to_time_limit: bool = setting(
         False,
-        "With train.time_limit_s: at the end of warmup, shorten max_steps to the steps that fit "
-        "the limit at the measured pace (validations and the final save included), so the "
-        "schedule, its decay included, ends in time; never lengthens it. The fitted length is "
-        "checkpointed and kept on resume. For a one-run budget, not for time slots.",
+        "With train.time_limit_s: at the end of warmup (and for wsd again where its decay "
+        "starts) set max_steps to the steps that fit the limit at the measured pace "
+        "(validations and the final save included), so the schedule, its decay included, ends "
+        "in time; never above the configured max_steps. The fitted length is checkpointed and "
+        "kept on resume. For a one-run budget, not for time slots.",
     )
     micro_batch_size: int = setting(8, "Sequences per worker per forward/backward pass.", ge=1)
     tokens_per_step: int = setting(
