@@ -149,9 +149,10 @@ class Lane:
             str(run.output / "model"), str(tokens), str(work / f"{self.name}{tag}-eval"),
             EvalConfig(max_tokens=0),
         )  # fmt: skip
+        share = "" if self.equal_steps else f" ({100 * run.wall_s / budget:.0f}% of the budget)"
         print(
             f"{self.name}{tag}: {last_step(run.output)} steps at {run.tokens_per_second:,.0f} tok/s "
-            f"in {run.wall_s:.0f} s ({100 * run.wall_s / budget:.0f}% of the budget), val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
+            f"in {run.wall_s:.0f} s{share}, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
             flush=True,
         )
         return report["bits_per_byte"]
