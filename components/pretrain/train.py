@@ -93,7 +93,7 @@ class Trainer:
 
         self.open_data()
         self.max_steps = self.total_steps()
-        self.fitted = False  # max_steps shortened to train.time_limit_s (train.fit_to_time_limit)
+        self.fitted = False  # max_steps fitted to train.time_limit_s (train.fit_to_time_limit)
         self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
         self.loss_ema: float | None = None
         self.snapshot: dict[str, Any] | None = None
