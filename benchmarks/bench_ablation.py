@@ -3,8 +3,8 @@
 Trains a preset as shipped (`mini` by default) and, row by row, the preset with one technique
 switched (a boolean flipped, the other choice of a choice) for the same wall-clock budget on the
 same text and tokens, once per seed (train.seed and data.seed), with Benchmark 2's budget rule
-(the schedule fitted to 95% of the budget). Prints held-out bits per byte per seed, their mean, and the
-change against the preset as a Markdown table: the ablation table of docs/training.md.
+(the schedule fitted to 95% of the budget). Prints held-out bits per byte per seed, their mean,
+and the change against the preset as a Markdown table: the ablation table of docs/training.md.
 
     python benchmarks/bench_ablation.py --text tinyshakespeare.txt [--budget-s 60] [--seeds 2]
     python benchmarks/bench_ablation.py --text F --no-toggles --row "no GQA:model.n_kv_heads=6"
@@ -91,7 +91,7 @@ def main() -> None:
     started = time.perf_counter()
     results: list[tuple[str, list[str], list[float]]] = []
     for i, (label, sets) in enumerate(rows):
-        lane = Lane(f"row{i}", args.preset, sets, args.steps or 0, bool(args.steps))
+        lane = Lane(f"row{i}", args.preset, sets, args.steps or 0)
         scores = []
         for seed in range(args.seeds):
             seed_sets = [f"train.seed={1337 + seed}", f"data.seed={1234 + seed}"] if seed else []

@@ -5,10 +5,10 @@ becomes Kiln's budget. Kiln (a preset as shipped, `mini` by default, plus only t
 settings) trains its own tokenizer on the same first 90% of the text (any UTF-8 file, `--text`),
 trains with `train.time_limit_s` at 95% of W (process wall-clock, start-up included) and
 `train.fit_to_time_limit`, which sizes the schedule to the steps that fit once the pace is known,
-and is scored with `kiln evaluate` on the whole held-out last
-10% (split by characters, as nanoGPT's prepare.py does). Bits per byte makes a char-level and a
-BPE model comparable: nanoGPT's val loss in nats/char ÷ ln 2 × (characters per UTF-8 byte of
-the held-out text), which is 1 for ASCII and below 1 for text with multi-byte characters.
+and is scored with `kiln evaluate` on the whole held-out last 10% (split by characters, as
+nanoGPT's prepare.py does). Bits per byte makes a char-level and a BPE model comparable:
+nanoGPT's val loss in nats/char ÷ ln 2 × (characters per UTF-8 byte of the held-out text), which
+is 1 for ASCII and below 1 for text with multi-byte characters.
 
     python benchmarks/bench_learning_efficiency.py --nanogpt /path/to/nanoGPT
     python benchmarks/bench_learning_efficiency.py --budget-s 120 --versus optim.name=muon
@@ -121,8 +121,7 @@ class Lane:
     name: str
     preset: str
     sets: list[str] = field(default_factory=list)
-    steps: int = 0  # with equal_steps: train exactly this many steps, no wall-clock limit
-    equal_steps: bool = False
+    steps: int = 0  # train exactly this many steps, no wall-clock limit (0 = to the budget)
 
     def describe(self) -> str:
         return " ".join([f"--preset {self.preset}", *self.sets])
@@ -130,13 +129,13 @@ class Lane:
     def bits_per_byte(self, tokens: Path, budget: float, work: Path, tag: str = "") -> float:
         """Train for `budget` seconds (start-up included; the schedule fitted to 95% of it, the
         rest for the final validation and the export), score on the whole held-out split. With
-        `equal_steps`, train `steps` steps whatever they take."""
+        `steps`, train that many steps whatever they take."""
         from kiln.components.common.config import EvalConfig
         from kiln.components.evaluate import evaluate
 
         out = work / f"{self.name}{tag}"
         budget_sets = ["train.eval_every=0"]  # one validation, at the end
-        if self.equal_steps:
+        if self.steps:
             budget_sets.append(f"train.max_steps={self.steps}")
         else:
             budget_sets += [
@@ -149,7 +148,7 @@ class Lane:
             str(run.output / "model"), str(tokens), str(work / f"{self.name}{tag}-eval"),
             EvalConfig(max_tokens=0),
         )  # fmt: skip
-        share = "" if self.equal_steps else f" ({100 * run.wall_s / budget:.0f}% of the budget)"
+        share = "" if self.steps else f" ({100 * run.wall_s / budget:.0f}% of the budget)"
         print(
             f"{self.name}{tag}: {last_step(run.output)} steps at {run.tokens_per_second:,.0f} tok/s "
             f"in {run.wall_s:.0f} s{share}, val loss {report['val_loss']:.4f} nats/token, val {report['bits_per_byte']:.4f} bits/byte over {report['val_bytes']:,} bytes",
