@@ -5,8 +5,9 @@
     set_lr(optimizers, lr_at(step, max_steps, cfg.optim), cfg.optim)
     norm, stepped = guarded_step(model, optimizers, cfg.optim.grad_clip, loss)
 
-Muon's peak is optim.muon_lr (default: optim.lr), AdamW's optim.lr; the schedule scales both by the same factor, so
-they warm up and decay together.
+Muon's peak is optim.muon_lr (default: optim.lr), AdamW's optim.lr (the token embedding's
+optim.embedding_lr when set); the schedule scales every peak by the same factor, so they warm up
+and decay together.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from kiln.components.common.config import OptimConfig
+
+EMBEDDING = "embed_tokens.weight"  # with tie_embeddings also the output head
 
 
 def muon_params(model: nn.Module) -> set[str]:
@@ -42,22 +45,26 @@ def build_optimizers(
 ) -> list[torch.optim.Optimizer]:
     """[AdamW], or with optim.name=muon [Muon (hidden matrices), AdamW (the rest)].
 
-    AdamW decays matrices only (norm gains are left undecayed). Muon (torch.optim.Muon) scales
+    AdamW decays matrices only (norm gains are left undecayed); with optim.embedding_lr the token
+    embedding is a group of its own, tagged `role: embedding`, at that peak. Muon (torch.optim.Muon) scales
     its update to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`), decays its matrices by
     optim.weight_decay, and keeps one momentum buffer per matrix (saved in checkpoints).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     hidden = muon_params(model) if cfg.name == "muon" else set()
-    decay = [p for n, p in named if p.ndim >= 2 and n not in hidden]
+    own = {EMBEDDING} if cfg.embedding_lr else set()  # a group of its own, at its own peak
+    decay = [p for n, p in named if p.ndim >= 2 and n not in hidden | own]
     no_decay = [p for n, p in named if p.ndim < 2]
-    adamw = _adamw(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        cfg,
-        device,
-    )
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups += [
+        {"params": [p], "weight_decay": cfg.weight_decay, "role": "embedding"}
+        for n, p in named
+        if n in own
+    ]
+    adamw = _adamw(groups, cfg, device)
     if not hidden:
         return [adamw]
     muon = torch.optim.Muon(
@@ -99,7 +106,8 @@ def set_lr(optimizers: list[torch.optim.Optimizer], lr: float, cfg: OptimConfig)
     for optimizer in optimizers:
         peak = (cfg.muon_lr or cfg.lr) if isinstance(optimizer, torch.optim.Muon) else cfg.lr
         for group in optimizer.param_groups:
-            group["lr"] = peak * scale
+            own = cfg.embedding_lr if group.get("role") == "embedding" else 0.0
+            group["lr"] = (own or peak) * scale
 
 
 def guarded_step(

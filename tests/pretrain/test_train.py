@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from kiln.components.common.config import OptimConfig
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain import pretrain
-from kiln.components.pretrain.optim import guarded_step, lr_at
+from kiln.components.pretrain.optim import guarded_step, lr_at, set_lr
 from kiln.components.pretrain.runtime import NonFiniteError, Runtime, read_train_log
 from kiln.components.pretrain.train import Trainer
 
@@ -185,6 +185,36 @@ def test_muon_trains_resumes_bit_identically_and_refuses_fsdp(tokens_dir, tiny_c
     assert resumed.losses.keys() == set(range(11, 21))
     with pytest.raises(ValueError, match="optim.name must be adamw with dist.strategy=fsdp"):
         load_config("tiny", overrides=["optim.name=muon", "dist.strategy=fsdp"])
+
+
+def test_embedding_lr_is_a_group_of_its_own_on_the_schedule_and_resumes(
+    tokens_dir, tiny_cfg, tmp_path
+):
+    o = tiny_cfg.optim
+    o.embedding_lr, tiny_cfg.train.max_steps = 10 * o.lr, 20
+    for name in ("adamw", "muon"):
+        o.name = name
+        trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path / name))
+        adamw = trainer.optimizers[-1]
+        (own,) = [g for g in adamw.param_groups if g.get("role") == "embedding"]
+        assert own["params"] == [trainer.model.embed_tokens.weight]
+        assert all(own["params"][0] is not p for g in adamw.param_groups[:2] for p in g["params"])
+        set_lr(trainer.optimizers, 0.5 * o.lr, o)  # the schedule halves every peak alike
+        assert own["lr"] == pytest.approx(0.5 * o.embedding_lr)
+        assert adamw.param_groups[0]["lr"] == pytest.approx(0.5 * o.lr)
+    o.name = "adamw"
+    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
+    o.embedding_lr = 0.0  # the faster embedding changes the run ...
+    assert pretrain(tiny_cfg, tokens_dir, tmp_path / "plain").losses[20] != straight.losses[20]
+    o.embedding_lr = 10 * o.lr  # ... and its resume is bit-identical
+    tiny_cfg.train.stop_after_steps = 10
+    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
+    tiny_cfg.train.stop_after_steps = 0
+    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
+    assert read_train_log(tmp_path / "resumed") == straight.losses
+    a = weights(tmp_path / "straight/checkpoints/step_20")
+    b = weights(tmp_path / "resumed/checkpoints/step_20")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_steps_that_fit_count_validations_and_never_lengthen():

@@ -105,6 +105,13 @@ class OptimConfig(Section):
         "(Muon's update is scaled to AdamW's RMS, so AdamW's learning rate carries over).",
         ge=0,
     )
+    embedding_lr: float = setting(
+        0.0,
+        "Peak learning rate of the token embedding (AdamW; with tied embeddings also the output "
+        "head), same schedule as lr; 0 = optim.lr. Each row is updated only when its token "
+        "occurs, so small models learn faster with a higher one (mini: 10× lr).",
+        ge=0,
+    )
     muon_momentum: float = setting(0.95, "Muon: momentum (Nesterov).", ge=0, lt=1)
     min_lr_ratio: float = setting(
         0.1, "Floor of the decay, as a fraction of the peak learning rate.", ge=0, le=1
