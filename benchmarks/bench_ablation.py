@@ -39,6 +39,7 @@ TOGGLES = [
     ("tied embeddings", "model.tie_embeddings", [True, False]),
     ("dropout", "model.dropout", [0.1, 0.0]),
     ("schedule", "optim.schedule", ["wsd", "cosine"]),
+    ("embedding lr", "optim.embedding_lr", [0.0, 2e-2]),  # 0: the embedding at optim.lr
 ]
 
 
