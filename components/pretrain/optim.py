@@ -46,9 +46,10 @@ def build_optimizers(
     """[AdamW], or with optim.name=muon [Muon (hidden matrices), AdamW (the rest)].
 
     AdamW decays matrices only (norm gains are left undecayed); with optim.embedding_lr the token
-    embedding is a group of its own, tagged `role: embedding`, at that peak. Muon (torch.optim.Muon) scales
-    its update to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`), decays its matrices by
-    optim.weight_decay, and keeps one momentum buffer per matrix (saved in checkpoints).
+    embedding is a group of its own, tagged `role: embedding`, at that peak. Muon
+    (torch.optim.Muon) scales its update to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`),
+    decays its matrices by optim.weight_decay, and keeps one momentum buffer per matrix (saved in
+    checkpoints).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     hidden = muon_params(model) if cfg.name == "muon" else set()
