@@ -27,17 +27,25 @@ def test_loss_decreases_on_a_tiny_corpus(tokens_dir, tiny_cfg, tmp_path):
     assert len(result.samples) == len(tiny_cfg.train.sample_prompts)
 
 
-def test_exact_resume_is_bit_identical(tokens_dir, tiny_cfg, tmp_path):
-    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
-    tiny_cfg.train.stop_after_steps = 10  # stop at the first checkpoint, as if interrupted ...
-    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
-    tiny_cfg.train.stop_after_steps = 0  # ... then continue from a fresh process state
-    resumed = pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
+def resumes_bit_identically(cfg, tokens_dir, tmp_path):
+    """Train cfg's 20 steps straight, and again stopped at the step-10 checkpoint and resumed
+    from a fresh process state; assert both give the same losses and weights, bit for bit, and
+    return the straight run."""
+    straight = pretrain(cfg, tokens_dir, tmp_path / "straight")
+    cfg.train.stop_after_steps = 10  # stop at the first checkpoint, as if interrupted ...
+    pretrain(cfg, tokens_dir, tmp_path / "resumed")
+    cfg.train.stop_after_steps = 0  # ... then continue from a fresh process state
+    resumed = pretrain(cfg, tokens_dir, tmp_path / "resumed", resume=True)
     assert resumed.losses.keys() == set(range(11, 21))
     assert read_train_log(tmp_path / "resumed") == straight.losses  # every step, bit for bit
     a = weights(tmp_path / "straight/checkpoints/step_20")
     b = weights(tmp_path / "resumed/checkpoints/step_20")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return straight
+
+
+def test_exact_resume_is_bit_identical(tokens_dir, tiny_cfg, tmp_path):
+    resumes_bit_identically(tiny_cfg, tokens_dir, tmp_path)
 
 
 def test_existing_run_is_not_overwritten_without_resume(tokens_dir, tiny_cfg, tmp_path):
@@ -172,17 +180,8 @@ def test_muon_trains_resumes_bit_identically_and_refuses_fsdp(tokens_dir, tiny_c
     assert all(
         n.startswith("layers.") and n.endswith("proj.weight") for n in muon_params(trainer.model)
     )
-    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
+    straight = resumes_bit_identically(tiny_cfg, tokens_dir, tmp_path)  # momentum restored
     assert straight.losses[20] < straight.losses[1] - 0.3  # it learns (20 steps, dim 32)
-    tiny_cfg.train.stop_after_steps = 10
-    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
-    tiny_cfg.train.stop_after_steps = 0
-    resumed = pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
-    assert read_train_log(tmp_path / "resumed") == straight.losses  # Muon's momentum restored
-    a = weights(tmp_path / "straight/checkpoints/step_20")
-    b = weights(tmp_path / "resumed/checkpoints/step_20")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.losses.keys() == set(range(11, 21))
     with pytest.raises(ValueError, match="optim.name must be adamw with dist.strategy=fsdp"):
         load_config("tiny", overrides=["optim.name=muon", "dist.strategy=fsdp"])
 
@@ -203,18 +202,9 @@ def test_embedding_lr_is_a_group_of_its_own_on_the_schedule_and_resumes(
         assert own["lr"] == pytest.approx(0.5 * o.embedding_lr)
         assert adamw.param_groups[0]["lr"] == pytest.approx(0.5 * o.lr)
     o.name = "adamw"
-    straight = pretrain(tiny_cfg, tokens_dir, tmp_path / "straight")
-    o.embedding_lr = 0.0  # the faster embedding changes the run ...
+    straight = resumes_bit_identically(tiny_cfg, tokens_dir, tmp_path)
+    o.embedding_lr = 0.0  # and the faster embedding changes the run
     assert pretrain(tiny_cfg, tokens_dir, tmp_path / "plain").losses[20] != straight.losses[20]
-    o.embedding_lr = 10 * o.lr  # ... and its resume is bit-identical
-    tiny_cfg.train.stop_after_steps = 10
-    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed")
-    tiny_cfg.train.stop_after_steps = 0
-    pretrain(tiny_cfg, tokens_dir, tmp_path / "resumed", resume=True)
-    assert read_train_log(tmp_path / "resumed") == straight.losses
-    a = weights(tmp_path / "straight/checkpoints/step_20")
-    b = weights(tmp_path / "resumed/checkpoints/step_20")
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_steps_that_fit_count_validations_and_never_lengthen():
