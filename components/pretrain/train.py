@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import shutil
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from kiln.components.common.config import Config, ModelConfig
+from kiln.components.common.config import Config, ModelConfig, OptimConfig
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain.data import IGNORE, TokenLoader
 from kiln.components.pretrain.model import Llama
@@ -94,6 +95,9 @@ class Trainer:
         self.open_data()
         self.max_steps = self.total_steps()
         self.fitted = False  # max_steps fitted to train.time_limit_s (train.fit_to_time_limit)
+        self.reserve_s: float | None = None  # seconds the fit keeps for the final save
+        self.fit_logged = 0  # the fitted length last logged
+        self.eval_times: list[float] = []  # seconds of each validation in this invocation
         self.step, self.skipped, self.nonfinite_run, self.rollbacks = 0, 0, 0, 0
         self.loss_ema: float | None = None
         self.snapshot: dict[str, Any] | None = None
@@ -424,25 +428,38 @@ class Trainer:
         if dropped := truncate(path, self.step):
             log.info("train log: dropped %d records after step %d", dropped, self.step)
 
-    def _fit_to_deadline(self, deadline: float, t1: float, step1: int) -> None:
-        """Set max_steps to the steps that fit before `deadline` at the pace since step `step1`
-        (at most the configured length); every rank agrees on the smallest."""
+    def _fit_to_deadline(
+        self, deadline: float, since: tuple[float, int, float], shrink_only: bool = False
+    ) -> None:
+        """Set max_steps to the steps that fit before `deadline` at the pace since `since` (a
+        perf_counter time, the step and the validation seconds spent by then), validations
+        apart; at most the configured length, with `shrink_only` at most the current one.
+        Every rank agrees on the smallest."""
         t = self.cfg.train
-        pace = (time.perf_counter() - t1) / max(1, self.step - step1)
-        eval_s = t.eval_batches * pace / (3 * self.accum) if self.has_val else 0.0  # forward only
-        remaining = 0.97 * (deadline - time.time())  # the final save and samples
-        most = self.total_steps()
+        t1, step1, eval_s1 = since
+        spent = sum(self.eval_times) - eval_s1
+        pace = (time.perf_counter() - t1 - spent) / max(1, self.step - step1)
+        if self.eval_times:  # the first one warms up: the rest tell the cost, when there are
+            eval_s = statistics.fmean(self.eval_times[1:] or self.eval_times)
+        else:  # none yet: forward only, a third of a step per batch
+            eval_s = t.eval_batches * pace / (3 * self.accum) if self.has_val else 0.0
+        if self.reserve_s is None:  # the final save and samples: 3% of the time at the first fit
+            self.reserve_s = 0.03 * (deadline - time.time())
+        remaining = deadline - time.time() - self.reserve_s
+        most = self.max_steps if shrink_only else self.total_steps()
         fits = steps_that_fit(self.step, pace, remaining, eval_s, t.eval_every, most)
         agreed = torch.tensor([fits], device=self.device)
         if self.world > 1:
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        self.max_steps, self.fitted = int(agreed.item()), True
-        if self.rank == 0:
+        fitted = int(agreed.item())
+        if self.rank == 0 and abs(fitted - self.fit_logged) >= 0.01 * fitted:  # no step-by-step
+            self.fit_logged = fitted
             log.info(
                 "train.fit_to_time_limit: %.3f s/step, the schedule ends at step %d",
                 pace,
-                self.max_steps,
+                fitted,
             )
+        self.max_steps, self.fitted = fitted, True
 
     def _out_of_time(self, deadline: float, t0: float, start_step: int) -> bool:
         """Whether one more step, at this invocation's mean pace, would pass `deadline`; every
@@ -483,13 +500,18 @@ class Trainer:
         )
         deadline = process_start() + t.time_limit_s if t.time_limit_s else None
         # The schedule's length is fitted when the pace is known and before it matters: at the end
-        # of warmup, which does not depend on max_steps, and for wsd again where the decay starts
-        # (nor does the stable phase), with the pace of every step until then.
-        fits_left = 0
-        if deadline is not None and t.fit_to_time_limit and not self.fitted:
-            fits_left = 2 if self.cfg.optim.schedule == "wsd" else 1
+        # of warmup, which does not depend on max_steps, then again with the pace of every step
+        # until then: for wsd where the decay starts (the stable phase does not depend on
+        # max_steps either), for cosine halfway (a small step in the lr beats a decay cut short
+        # by an early pace that was too hopeful).
+        # Between and after the fits, every step shortens the schedule if the pace since the last
+        # fit (10 steps or more, else since the start) and the validations so far say it would
+        # not end in time (the first fit can only guess what a validation costs).
+        fitting = deadline is not None and t.fit_to_time_limit and not self.fitted
+        fits_left = 2 if fitting else 0
         fit_at = max(self.cfg.optim.warmup_steps, start_step + 10) if fits_left else None
-        planned_stop, t1 = stop, t0
+        shrinking, planned_stop = False, stop
+        since = first = (t0, start_step, 0.0)
         while self.step < stop:
             loss, norm, stepped = self.train_step()
             self._handle_nonfinite(stepped)
@@ -498,16 +520,24 @@ class Trainer:
             self.step += 1
             window_steps += 1
             losses[self.step] = loss
-            if self.step == start_step + 1:
-                t1 = time.perf_counter()  # the first step's warm-up is not the pace
+            if self.step == start_step + 1:  # the first step's warm-up is not the pace
+                since = first = (time.perf_counter(), self.step, sum(self.eval_times))
             if fit_at is not None and self.step >= fit_at:
-                self._fit_to_deadline(deadline, t1, start_step + 1)
+                self._fit_to_deadline(deadline, first)
+                fits_left -= 1
+                fit_at = (
+                    refit_step(self.step, self.max_steps, self.cfg.optim) if fits_left else None
+                )
+                if fit_at is not None and fit_at <= self.step:  # already where the decay starts
+                    fit_at = None
+                shrinking, since = True, (time.perf_counter(), self.step, sum(self.eval_times))
+            elif shrinking:
+                self._fit_to_deadline(
+                    deadline, since if self.step - since[1] >= 10 else first, True
+                )
+            if fitting:
                 stop = min(planned_stop, self.max_steps)
                 progress.total = self.max_steps
-                fits_left -= 1
-                fit_at = wsd_decay_start(self.max_steps, self.cfg.optim) - 1 if fits_left else None
-                if fit_at is not None and fit_at <= self.step:
-                    fit_at = None  # already where the decay starts
             record: dict[str, Any] = {
                 "step": self.step,
                 "loss": loss,
@@ -538,7 +568,11 @@ class Trainer:
                     )
                     progress.update(self.step, line) if progress.live else log.info(line)
             eval_now = (t.eval_every and self.step % t.eval_every == 0) or last
-            val = self.evaluate() if eval_now else None
+            val = None
+            if eval_now:
+                eval_t = time.perf_counter()
+                val = self.evaluate()
+                self.eval_times.append(time.perf_counter() - eval_t)
             if val is not None:
                 val_loss = record["val_loss"] = val.loss
                 bpb = ""
@@ -587,6 +621,14 @@ def steps_that_fit(
     per_step = pace + (eval_s / eval_every if eval_every else 0.0)
     more = int((remaining_s - eval_s) / per_step) if per_step > 0 else max_steps
     return max(step, min(max_steps, step + more))
+
+
+def refit_step(step: int, max_steps: int, cfg: OptimConfig) -> int:
+    """Where train.fit_to_time_limit fits the schedule a second time, after a first fit at
+    `step`: where wsd's decay starts, else halfway through the rest of the schedule."""
+    if cfg.schedule == "wsd":
+        return wsd_decay_start(max_steps, cfg) - 1
+    return step + (max_steps - step) // 2
 
 
 def process_start() -> float:

@@ -216,6 +216,16 @@ def test_steps_that_fit_count_validations_and_never_lengthen():
     assert steps_that_fit(10, 0.1, 0.3, 0.5, 0, 1000) == 10  # no time left: stop now
 
 
+def test_the_second_fit_comes_where_the_schedule_allows():
+    from kiln.components.common.config import OptimConfig
+    from kiln.components.pretrain.train import refit_step
+
+    wsd = OptimConfig(schedule="wsd", warmup_steps=10, wsd_decay_frac=0.4)
+    assert refit_step(10, 1000, wsd) == 599  # the step before the decay starts
+    cosine = OptimConfig(schedule="cosine", warmup_steps=10)
+    assert refit_step(10, 1000, cosine) == 505  # halfway through the rest
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_fit_to_time_limit_ends_the_schedule_in_time(schedule, tokens_dir, tiny_cfg, tmp_path):
     import time

@@ -154,8 +154,8 @@ class TrainConfig(Section):
     )
     fit_to_time_limit: bool = setting(
         False,
-        "With train.time_limit_s: at the end of warmup (and for wsd again where its decay "
-        "starts) set max_steps to the steps that fit the limit at the measured pace "
+        "With train.time_limit_s: at the end of warmup, and again where wsd's decay starts "
+        "(other schedules: halfway), set max_steps to the steps that fit the limit at the pace "
         "(validations and the final save included), so the schedule, its decay included, ends "
         "in time; never above the configured max_steps. The fitted length is checkpointed and "
         "kept on resume. For a one-run budget, not for time slots.",
