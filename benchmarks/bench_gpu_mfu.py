@@ -9,7 +9,7 @@ References: llm.c ~38-40% MFU on one H100 at this size, nanochat ~41% at a simil
 goal of issue 18 is >= 45%. Skips without CUDA.
 
     python benchmarks/bench_gpu_mfu.py [--steps 30] [--micro-batch 16] [--no-compile]
-    python benchmarks/bench_gpu_mfu.py --set optim.name=adamw     # the preset's other optimizer
+    python benchmarks/bench_gpu_mfu.py --set optim.name=muon      # Muon, not the preset's AdamW
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ def _tiny(c: Config) -> None:
 
 def _mini(c: Config) -> None:
     """A few minutes on a laptop CPU, tuned for validation loss per second (Benchmark 2 and the
-    ablations in docs/training.md measure it): narrow and six deep, grouped-query attention with
+    ablations in docs/training.md measure it): narrow and four deep, grouped-query attention with
     QK-norm, a small BPE vocabulary, a token embedding learning 10× faster than the rest (its
     rows are updated only when their token occurs), warmup-stable-decay."""
     c.tokenizer.vocab_size = 2048
-    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 6, 4, 2
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 4, 4, 2
     c.model.qk_norm = True
     c.model.max_seq_len = c.data.seq_len = 128
     c.train.max_steps, c.train.micro_batch_size = 800, 16
