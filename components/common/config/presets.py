@@ -22,8 +22,9 @@ def _tiny(c: Config) -> None:
 def _mini(c: Config) -> None:
     """A few minutes on a laptop CPU, tuned for validation loss per second (Benchmark 2 and the
     ablations in docs/training.md measure it): narrow and four deep, grouped-query attention with
-    QK-norm, a small BPE vocabulary, a token embedding learning 10× faster than the rest (its
-    rows are updated only when their token occurs), warmup-stable-decay."""
+    QK-norm, a small BPE vocabulary, Muon for the blocks' matrices, a token embedding learning
+    10× faster than the rest (its rows are updated only when their token occurs),
+    warmup-stable-decay."""
     c.tokenizer.vocab_size = 2048
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 4, 4, 2
     c.model.qk_norm = True
@@ -33,7 +34,7 @@ def _mini(c: Config) -> None:
     c.train.ckpt_every = 200
     c.optim.lr, c.optim.warmup_steps, c.optim.min_lr_ratio = 2e-3, 50, 0.05
     c.optim.embedding_lr = 2e-2
-    c.optim.muon_lr = 4e-3  # used with optim.name=muon: its best peak here (2e-3 to 1.6e-2 swept)
+    c.optim.name, c.optim.muon_lr = "muon", 4e-3  # its best peak here (2e-3 to 1.6e-2 swept)
     c.optim.schedule = "wsd"
 
 
