@@ -177,6 +177,15 @@ class Trainer:
             value /= self.world
         return value
 
+    def _agreed(self, value: float, op: dist.ReduceOp.RedOpType) -> float:
+        """`value` reduced over the ranks by `op`; with one process, `value` itself (no device
+        round trip: the time-limit checks run every step)."""
+        if self.world == 1:
+            return value
+        agreed = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(agreed, op=op)
+        return agreed.item()
+
     def _sync_grads(self, on: bool):
         if isinstance(self.fwd, torch.nn.parallel.DistributedDataParallel) and not on:
             return self.fwd.no_sync()
@@ -448,10 +457,7 @@ class Trainer:
         remaining = deadline - time.time() - self.reserve_s
         most = self.max_steps if shrink_only else self.total_steps()
         fits = steps_that_fit(self.step, pace, remaining, eval_s, t.eval_every, most)
-        agreed = torch.tensor([fits], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        fitted = int(agreed.item())
+        fitted = int(self._agreed(fits, dist.ReduceOp.MIN))
         if self.rank == 0 and abs(fitted - self.fit_logged) >= 0.01 * fitted:  # no step-by-step
             self.fit_logged = fitted
             log.info(
@@ -465,10 +471,7 @@ class Trainer:
         """Whether one more step, at this invocation's mean pace, would pass `deadline`; every
         rank gets the same answer (rank clocks differ a little, a step is collective)."""
         pace = (time.perf_counter() - t0) / max(1, self.step - start_step)
-        late = torch.tensor([float(time.time() + pace > deadline)], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(late, op=dist.ReduceOp.MAX)
-        return bool(late.item())
+        return bool(self._agreed(float(time.time() + pace > deadline), dist.ReduceOp.MAX))
 
     def fit(self) -> TrainResult:
         t = self.cfg.train
