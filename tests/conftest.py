@@ -325,6 +325,20 @@ def ray_head(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         log.close()
+        _forget_ray_address(port)
+
+
+def _forget_ray_address(port: int) -> None:
+    """Remove `ray start`'s note of its address (RAY_TMPDIR/ray/ray_current_cluster), as `ray stop`
+    does, when it names this head (by port: Ray writes the host's IP for 127.0.0.1). Left behind,
+    Ray's address auto-detection keeps finding the dead head: each later Ray Train run waits ~12 s
+    at shutdown for its placement-group cleaner, whose state-API queries hang on that address."""
+    base = os.environ.get("RAY_TMPDIR") or (
+        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+    )
+    note = Path(base or "/tmp") / "ray" / "ray_current_cluster"
+    if note.is_file() and note.read_text().strip().rpartition(":")[2] == str(port):
+        note.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------- CRD schemas

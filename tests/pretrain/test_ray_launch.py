@@ -69,9 +69,11 @@ def worker_lines(before: set[str]) -> list[dict]:
     return sorted(found, key=lambda w: int(w["rank"]))
 
 
-def two_worker_cfg(cfg):
+def two_worker_cfg(cfg, ckpt_every=30):
+    # Few checkpoints: Ray Train takes each report from a worker at its ~2 s poll, so a report
+    # every few milliseconds of training would pace the run at the poll.
     cfg.dist.workers, cfg.dist.max_failures = 2, 1
-    cfg.train.max_steps, cfg.train.ckpt_every, cfg.train.keep_checkpoints = 60, 10, 10
+    cfg.train.max_steps, cfg.train.ckpt_every, cfg.train.keep_checkpoints = 60, ckpt_every, 10
     cfg.train.eval_every = 30
     return cfg
 
@@ -130,7 +132,7 @@ def _train_workers() -> list[psutil.Process]:
 
 def test_killed_worker_restarts_from_checkpoint_with_same_result(straight, tokens_dir, tmp_path):
     losses, weights = straight
-    cfg = two_worker_cfg(_tiny())
+    cfg = two_worker_cfg(_tiny(), ckpt_every=10)  # paced by its reports: killed mid-run
     outcome = {}
     thread = threading.Thread(
         target=lambda: outcome.update(result=launch(cfg, tokens_dir, tmp_path))
