@@ -22,6 +22,7 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -179,9 +180,43 @@ def ensure_ray(address: str = "") -> bool:
         return False
     if sys.platform == "linux":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local workers talk over loopback
+    if stale := stale_ray_address_note():
+        log.warning(
+            "%s names %s, where no Ray runs any more (a `ray start` that was not stopped): "
+            "Ray Train waits ~12 s at the end of each run on it; delete it (`ray stop` does, "
+            "and stops every Ray on this machine)",
+            *stale,
+        )
     # address="local": always a fresh private cluster, never one a stale `ray start` left behind.
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
     return True
+
+
+def stale_ray_address_note(note: Path | None = None) -> tuple[Path, str] | None:
+    """`ray start`'s note of its cluster's address (`ray_current_cluster` in Ray's temp dir) and
+    that address, when nothing listens there any more: a cluster that was killed, not stopped.
+
+    Ray's address auto-detection still reads it, so Ray Train's placement-group cleaner (a part
+    of every run) queries a dead address and each run's shutdown waits for its ~12 s timeout.
+    """
+    if note is None:
+        base = os.environ.get("RAY_TMPDIR") or (  # where Ray puts it
+            os.environ.get("TMPDIR") if sys.platform == "linux" else None
+        )
+        unix = sys.platform in ("linux", "darwin")
+        note = Path(base or ("/tmp" if unix else tempfile.gettempdir())) / "ray/ray_current_cluster"
+    try:
+        address = note.read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return None
+    except OSError:
+        return note, address
 
 
 def cpus_per_worker(cfg: Config, own_cluster: bool) -> int:

@@ -44,3 +44,27 @@ def test_a_users_ray_settings_are_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "local")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert local_env(tmp_path)["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_a_dead_clusters_address_note_is_named(tmp_path, monkeypatch):
+    """A killed `ray start` leaves Ray's address note behind; every Ray Train run then waits
+    ~12 s at shutdown. The note is named (with how to remove it) only when nothing listens at
+    its address."""
+    import socket
+
+    from kiln.components.pretrain.ray_launch import stale_ray_address_note
+
+    note = tmp_path / "ray" / "ray_current_cluster"
+    assert stale_ray_address_note(note) is None  # no note
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        note.parent.mkdir()
+        note.write_text(address)
+        assert stale_ray_address_note(note) is None  # a live cluster's
+    assert stale_ray_address_note(note) == (note, address)  # now nothing listens there
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert stale_ray_address_note() == (note, address)  # found where Ray writes it
+    note.write_text("not an address")
+    assert stale_ray_address_note(note) is None
