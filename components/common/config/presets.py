@@ -21,21 +21,21 @@ def _tiny(c: Config) -> None:
 
 def _mini(c: Config) -> None:
     """A few minutes on a laptop CPU, tuned for validation loss per second (Benchmark 2 and the
-    ablations in docs/training.md measure it): narrow and four deep, grouped-query attention with
-    QK-norm, a small BPE vocabulary, Muon for the blocks' matrices, a token embedding learning
-    10× faster than the rest (its rows are updated only when their token occurs),
-    warmup-stable-decay."""
+    ablations in docs/training.md measure it): narrow and four deep, two 64-wide query heads
+    sharing one key/value head, QK-norm, a small BPE vocabulary, Muon for the blocks' matrices, a
+    token embedding learning 10× faster than the rest (its rows are updated only when their token
+    occurs), warmup-stable-decay with a long decay."""
     c.tokenizer.vocab_size = 2048
-    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 4, 4, 2
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 4, 2, 1
     c.model.qk_norm = True
     c.model.max_seq_len = c.data.seq_len = 128
     c.train.max_steps, c.train.micro_batch_size = 800, 16
     c.train.log_every, c.train.eval_every, c.train.eval_batches = 50, 200, 10
     c.train.ckpt_every = 200
-    c.optim.lr, c.optim.warmup_steps, c.optim.min_lr_ratio = 2e-3, 50, 0.05
+    c.optim.lr, c.optim.warmup_steps, c.optim.min_lr_ratio = 2e-3, 25, 0.05
     c.optim.embedding_lr = 2e-2
     c.optim.name, c.optim.muon_lr = "muon", 4e-3  # its best peak here (2e-3 to 1.6e-2 swept)
-    c.optim.schedule = "wsd"
+    c.optim.schedule, c.optim.wsd_decay_frac = "wsd", 0.35
 
 
 def _small(c: Config) -> None:
