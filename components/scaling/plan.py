@@ -9,8 +9,9 @@ Every figure follows Kiln's own model and training loop, so a plan matches what 
 - Training FLOPs per token are the MFU meter's (PaLM appendix B): 6·N + 12·L·H·Q·T, where N
   excludes the embedding lookup (a tied table counts once, as the output head).
 - Training state is 16 bytes per parameter: fp32 weights (4), fp32 gradients (4) and AdamW's two
-  fp32 moments (8); bf16 autocast adds a 2-byte copy of every matmul weight. DDP keeps all of it
-  on every GPU; FSDP2 shards it over the GPUs and gathers two blocks' weights at a time.
+  fp32 moments (8); with `optim.name=muon` the blocks' matrices keep one momentum buffer (4)
+  instead, 12 bytes. bf16 autocast adds a 2-byte copy of every matmul weight. DDP keeps all of
+  it on every GPU; FSDP2 shards it over the GPUs and gathers two blocks' weights at a time.
 - Activations are the bytes autograd saves for backward in Kiln's block (`activation_bytes`); the
   formula equals what the model saves on CPU (tests/scaling/test_plan.py measures it). GPU
   kernels that fuse RMSNorm save slightly less, so on GPU it is an upper estimate.
@@ -194,6 +195,15 @@ class Memory:
         return self.weights + self.gradients + self.optimizer + self.activations
 
 
+def optimizer_bytes(cfg: Config, p: ParamCount) -> int:
+    """Optimizer state: AdamW's two fp32 moments per parameter, or with Muon one fp32
+    momentum buffer for the blocks' matrices (`muon_params`) and AdamW's two for the rest."""
+    if cfg.optim.name == "muon":
+        hidden = p.attention + p.mlp
+        return 4 * hidden + 8 * (p.total - hidden)
+    return 8 * p.total
+
+
 def memory_per_gpu(
     cfg: Config, gpus: int, strategy: str, checkpointing: bool, bf16: bool = True
 ) -> Memory:
@@ -210,7 +220,7 @@ def memory_per_gpu(
     return Memory(
         weights=math.ceil(weights),
         gradients=math.ceil(4 * p.total / shard),
-        optimizer=math.ceil(8 * p.total / shard),
+        optimizer=math.ceil(optimizer_bytes(cfg, p) / shard),
         activations=activation_bytes(cfg.model, tokens, bf16, checkpointing),
     )
 

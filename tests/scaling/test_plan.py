@@ -127,6 +127,27 @@ def test_training_state_is_16_bytes_per_parameter_and_fsdp_shards_it():
     assert plan.fits["fsdp+ckpt"] and plan.smallest_fit["fsdp+ckpt"] <= 8
 
 
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_optimizer_memory_is_the_real_optimizers_state(name):
+    from kiln.components.pretrain.optim import build_optimizers
+
+    cfg = load_config("small", overrides=[f"optim.name={name}", "model.vocab_size=512"])
+    model = Llama(cfg.model)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizers = build_optimizers(model, cfg.optim, torch.device("cpu"))
+    for opt in optimizers:
+        opt.step()
+    real = sum(
+        t.numel() * t.element_size()
+        for opt in optimizers
+        for state in opt.state.values()
+        for key, t in state.items()
+        if key != "step"
+    )
+    assert memory_per_gpu(cfg, 1, "ddp", checkpointing=False, bf16=False).optimizer == real
+
+
 def test_kiln_plan_json_time_is_flops_over_gpus_peak_and_mfu(capsys):
     args = ["plan", "--preset", "gpt2-124m", "--gpus", "8", "--gpu-type", "h100", "--mfu", "0.4"]
     assert main([*args, "--json"]) == 0
