@@ -39,12 +39,18 @@ def _mini(c: Config) -> None:
 
 
 def _small(c: Config) -> None:
-    """~13M parameters (4,096-token vocabulary): a laptop CPU for hours or one small GPU."""
+    """~13M parameters (4,096-token vocabulary): a laptop CPU for hours or one small GPU. `mini`'s
+    recipe scaled up (QK-norm, Muon at 2× the AdamW peak, the embedding at 10×, warmup-stable-
+    decay): at equal steps it beat AdamW by 4.7% here (docs/training.md)."""
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 384, 6, 6, 2
+    c.model.qk_norm = True
     c.model.max_seq_len = 512
     c.data.seq_len = 512
     c.train.max_steps, c.train.micro_batch_size = 5000, 16
     c.optim.lr, c.optim.warmup_steps = 1e-3, 200
+    c.optim.embedding_lr = 1e-2
+    c.optim.name, c.optim.muon_lr = "muon", 2e-3
+    c.optim.schedule, c.optim.wsd_decay_frac = "wsd", 0.35
 
 
 def _gpt2_124m(c: Config) -> None:
@@ -83,6 +89,8 @@ def _sft(c: Config) -> None:
     c.sft.base, c.sft.epochs = "models:/kiln-llama@champion", 3.0
     c.optim.warmup_steps, c.optim.schedule, c.optim.min_lr_ratio = 10, "cosine", 0.0
     c.optim.weight_decay = 0.0
+    # AdamW at one peak for every parameter, whatever the base preset pretrained with
+    c.optim.name, c.optim.muon_lr, c.optim.embedding_lr = "adamw", 0.0, 0.0
     c.train.sample_prompts = list(_CHAT_PROMPTS)
     c.eval.prompts = list(_CHAT_PROMPTS)
     c.eval.temperature = 0.0  # answers to compare from run to run
