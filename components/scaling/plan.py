@@ -32,7 +32,6 @@ from kiln.components.common.gpus import GPU, gpu_type
 
 HEADROOM = 0.9  # share of a GPU's memory a plan may use
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
-STATE_BYTES_PER_PARAM = 16  # fp32 weights + fp32 grads + AdamW exp_avg + exp_avg_sq
 MAX_GPUS = 4096
 
 
@@ -258,8 +257,9 @@ class Plan:
     gpu_hours: float
     cost_usd: float | None
     memory: dict[str, Memory]  # "ddp", "ddp+ckpt", "fsdp", "fsdp+ckpt" at `gpus` GPUs
-    fits: dict[str, bool]
+    fits: dict[str, bool]  # False for FSDP2 with Muon, which refuses it
     smallest_fit: dict[str, int | None]
+    optimizer: str = "adamw"  # optim.name
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -302,8 +302,9 @@ def make_plan(
         for ckpt in (False, True):
             key = strategy + ("+ckpt" if ckpt else "")
             memory[key] = memory_per_gpu(cfg, gpus, strategy, ckpt)
-            fits[key] = memory[key].total <= HEADROOM * spec.memory_gb * 1e9
-            smallest[key] = smallest_fit(cfg, spec, strategy, ckpt)
+            refused = strategy == "fsdp" and cfg.optim.name == "muon"  # Muon needs whole matrices
+            fits[key] = not refused and memory[key].total <= HEADROOM * spec.memory_gb * 1e9
+            smallest[key] = None if refused else smallest_fit(cfg, spec, strategy, ckpt)
     return Plan(
         params=params,
         seq_len=seq,
@@ -325,4 +326,5 @@ def make_plan(
         memory=memory,
         fits=fits,
         smallest_fit=smallest,
+        optimizer=cfg.optim.name,
     )

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Pre-flight arithmetic for a config (--preset, --config, --set as for `kiln "
         "train`): parameter count (embedding and the rest), training tokens and FLOPs (6·N·D "
         "plus attention, counted as the MFU meter counts them), memory per GPU for weights, "
-        "gradients, AdamW state and activations under DDP and FSDP2 with and without "
+        "gradients, optimizer state and activations under DDP and FSDP2 with and without "
         "activation checkpointing, the fewest GPUs each fits on, wall-clock on --gpus GPUs at "
         "--mfu, GPU-hours and cost, and Chinchilla's compute-optimal token count (≈20 per "
         "parameter). Training tokens are train.max_steps × global tokens per step unless "
@@ -214,6 +214,8 @@ def _hours(h: float) -> str:
 def render(plan) -> str:
     p = plan.params
     ratio = plan.train_tokens / p.total
+    muon = plan.optimizer == "muon"
+    optimizer = "Muon for the blocks' matrices, AdamW for the rest" if muon else "AdamW"
     lines = [
         f"parameters        {_n(p.total)} ({p.total:,}): embedding {_n(p.embedding)}, "
         f"attention {_n(p.attention)}, MLP {_n(p.mlp)}, head {_n(p.head) if p.head else 'tied'}",
@@ -228,8 +230,8 @@ def render(plan) -> str:
         + (f", ${plan.cost_usd:,.0f}" if plan.cost_usd is not None else ""),
         "",
         f"memory per GPU ({plan.gpus} × {plan.gpu}, {plan.gpu_memory_gb:g} GB; micro-batch "
-        f"{plan.micro_batch_size} × {plan.seq_len} tokens; bf16 autocast, AdamW):",
-        f"  {'strategy':12} {'weights':>9} {'grads':>9} {'AdamW':>9} {'activations':>12} "
+        f"{plan.micro_batch_size} × {plan.seq_len} tokens; bf16 autocast, {optimizer}):",
+        f"  {'strategy':12} {'weights':>9} {'grads':>9} {'optimizer':>9} {'activations':>12} "
         f"{'total':>9}  fits  fewest GPUs",
     ]
     for key, m in plan.memory.items():
@@ -238,5 +240,10 @@ def render(plan) -> str:
             f"  {key:12} {_gb(m.weights):>9} {_gb(m.gradients):>9} {_gb(m.optimizer):>9} "
             f"{_gb(m.activations):>12} {_gb(m.total):>9}  {'yes' if plan.fits[key] else 'no ':4}"
             f"  {fewest if fewest else 'none'}"
+        )
+    if muon:
+        lines.append(
+            "  (fsdp: Muon needs whole matrices and is refused under FSDP2; "
+            "add --set optim.name=adamw to plan for it)"
         )
     return "\n".join(lines)

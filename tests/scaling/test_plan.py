@@ -148,6 +148,18 @@ def test_optimizer_memory_is_the_real_optimizers_state(name):
     assert memory_per_gpu(cfg, 1, "ddp", checkpointing=False, bf16=False).optimizer == real
 
 
+def test_plan_says_fsdp_refuses_muon(capsys):
+    plan = make_plan(load_config("small"), gpus=2, gpu="h100")
+    assert plan.optimizer == "muon" and plan.fits["ddp"]
+    assert not plan.fits["fsdp"] and plan.smallest_fit["fsdp+ckpt"] is None
+    assert main(["plan", "--preset", "small"]) == 0
+    out = capsys.readouterr().out
+    assert "Muon for the blocks' matrices" in out and "refused under FSDP2" in out
+    assert main(["plan", "--preset", "small", "--set", "optim.name=adamw", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["optimizer"] == "adamw" and data["fits"]["fsdp"]
+
+
 def test_kiln_plan_json_time_is_flops_over_gpus_peak_and_mfu(capsys):
     args = ["plan", "--preset", "gpt2-124m", "--gpus", "8", "--gpu-type", "h100", "--mfu", "0.4"]
     assert main([*args, "--json"]) == 0
