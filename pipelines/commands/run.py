@@ -82,7 +82,7 @@ examples:
     p.set_defaults(func=run)
 
 
-def _summary(result) -> str:
+def _summary(result, preset: str | None = None) -> str:
     pub = result.published
     reg = pub.get("registered") or {}
     champion = pub.get("champion") or {}
@@ -113,6 +113,11 @@ def _summary(result) -> str:
         lines.append(
             f"s3:// URIs above live in the local stand-in {workdir / 's3'}; `kiln artifacts` and "
             f"`kiln models` read it (pass --workdir {workdir} from another directory)"
+        )
+    if preset == "tiny":
+        lines.append(
+            "next: `tiny` is sized for seconds, not for quality; --preset mini trains a model "
+            "that learns the text (a few minutes on a laptop CPU; presets: docs/training.md)"
         )
     return "\n".join(lines)
 
@@ -151,11 +156,11 @@ def run(args: argparse.Namespace) -> int:
         # A failed step: its log is above, and the MLflow run is marked FAILED.
         print(f"kiln run: {strip_ansi(str(e))}", file=sys.stderr)
         return 1
-    _report(result, args.json)
+    _report(result, args.json, params.preset)
     return 0
 
 
-def _report(result, as_json: bool) -> None:
+def _report(result, as_json: bool, preset: str | None = None) -> None:
     if as_json:
         out = {
             "model_dir": str(result.model_dir),
@@ -169,4 +174,4 @@ def _report(result, as_json: bool) -> None:
         }
         print(json.dumps(out, indent=2, default=str))
     else:
-        print(_summary(result))
+        print(_summary(result, preset))

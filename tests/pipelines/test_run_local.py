@@ -36,6 +36,7 @@ def test_kiln_run_on_embedded_defaults(bare_env, tmp_path, capsys, monkeypatch):
         "first-champion rule" in summary
     )
     assert f"sqlite:///{work.resolve()}/mlflow.db" in summary
+    assert "--preset mini trains a model that learns the text" in summary  # tiny by default
     corpus = work / "corpus" / "python-docs.jsonl"
     assert corpus.exists() and corpus.stat().st_size > 400_000  # the built-in corpus
     run_dir = max((work / "kfp").glob("kiln-pretrain-*"))
