@@ -299,10 +299,10 @@ def make_plan(
     params = count_params(cfg.model)
     memory, fits, smallest = {}, {}, {}
     for strategy in ("ddp", "fsdp"):
+        refused = not cfg.optim.supports(strategy)  # Muon under FSDP2
         for ckpt in (False, True):
             key = strategy + ("+ckpt" if ckpt else "")
             memory[key] = memory_per_gpu(cfg, gpus, strategy, ckpt)
-            refused = strategy == "fsdp" and cfg.optim.name == "muon"  # Muon needs whole matrices
             fits[key] = not refused and memory[key].total <= HEADROOM * spec.memory_gb * 1e9
             smallest[key] = None if refused else smallest_fit(cfg, spec, strategy, ckpt)
     return Plan(

@@ -131,6 +131,11 @@ class OptimConfig(Section):
     )
     grad_clip: float = setting(1.0, "Clip the global gradient norm to this (0 disables).", ge=0)
 
+    def supports(self, strategy: str) -> bool:
+        """Whether this optimizer trains under dist.strategy `strategy`: Muon's Newton-Schulz
+        needs each whole matrix, which FSDP2 shards across ranks."""
+        return not (self.name == "muon" and strategy == "fsdp")
+
 
 @dataclass
 class TrainConfig(Section):

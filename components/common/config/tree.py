@@ -56,8 +56,7 @@ class Config(Section):
                 t.tokens_per_step,
             )
 
-        if self.optim.name == "muon" and self.dist.strategy == "fsdp":
-            # Newton-Schulz needs each whole matrix; FSDP2 shards them across ranks.
+        if not self.optim.supports(self.dist.strategy):
             fail("optim.name", "adamw with dist.strategy=fsdp (use ddp for muon)", "muon")
 
     def to_dict(self) -> dict[str, Any]:
