@@ -127,7 +127,7 @@ def test_trainjob_node_and_plain_process_resume_each_other_bit_identically(
 
 
 @pytest.mark.ray
-def test_two_trainjob_nodes_and_ray_workers_resume_each_other_bit_identically(
+def test_two_trainjob_nodes_and_ray_workers_resume_each_other_bit_identically_with_muon(
     tokens_dir, tiny_cfg, tmp_path, monkeypatch
 ):
     ray = pytest.importorskip("ray")
@@ -136,6 +136,9 @@ def test_two_trainjob_nodes_and_ray_workers_resume_each_other_bit_identically(
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     tiny_cfg.dist.launcher, tiny_cfg.dist.workers, tiny_cfg.train.max_steps = "trainjob", 2, 30
+    # Muon under DDP, as `mini` and `small` ship it: its momentum and AdamW's moments both cross
+    # launchers (the 2-worker Ray tests cover AdamW, test_train.py Muon in one process).
+    tiny_cfg.optim.name = "muon"
     straight, run = tmp_path / "straight", tmp_path / "run"
     run_nodes(trainjob_body(tiny_cfg, str(tokens_dir), str(straight)), tmp_path / "pods-0")
     on_ray = with_changes(tiny_cfg, {"dist.launcher": "ray", "train.stop_after_steps": 10})
@@ -154,3 +157,5 @@ def test_two_trainjob_nodes_and_ray_workers_resume_each_other_bit_identically(
     assert read_train_log(run) == read_train_log(straight)  # 30 steps, bit for bit
     copy_final_checkpoint(result, run)  # Ray's final: 21-30 from the TrainJob's step_20
     assert same_weights(weights(run, 30), weights(straight, 30))
+    state = torch.load(run / "checkpoints/step_30/optimizer.pt", weights_only=True)["state"]
+    assert "momentum_buffer" in state["layers.0.mlp.gate_up_proj.weight"]  # Muon's, not AdamW's
