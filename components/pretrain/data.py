@@ -72,6 +72,7 @@ class TokenLoader:
                 f"token shards hold {total} windows of {seq_len + 1} tokens, fewer than one global "
                 f"batch ({batch_size} × {world_size} workers): use more data or a smaller seq_len/batch"
             )
+        self.windows = total  # per epoch, all ranks together
         self.epoch, self.shard, self.offset = 0, 0, 0
         self._plan_key: tuple[int, int] | None = None
         self._plan: tuple[int, np.ndarray, int] = (0, np.zeros(0, dtype=np.int64), 0)

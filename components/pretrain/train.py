@@ -55,6 +55,26 @@ from kiln.components.tokenization.shards import ShardError
 
 log = logging.getLogger("kiln.train")
 
+# Past ~16 passes over the same tokens further steps buy almost nothing and held-out loss can
+# rise (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models": repeats are worth
+# about as much as new tokens up to ~4 epochs, then decay with a half-life of ~15).
+MANY_PASSES = 16
+
+
+def warn_if_repeating(run_tokens: int, train_tokens: int) -> None:
+    """Warn when a run would read its training split more than MANY_PASSES times."""
+    passes = run_tokens / max(1, train_tokens)
+    if passes > MANY_PASSES:
+        log.warning(
+            "this run reads its %s training tokens %.0f times (%s tokens in all); past ~%d "
+            "passes more steps teach little and held-out loss can rise: give it more text, a "
+            "smaller preset or fewer train.max_steps",
+            f"{train_tokens:,}",
+            passes,
+            f"{run_tokens:,}",
+            MANY_PASSES,
+        )
+
 
 class Validation(NamedTuple):
     """One periodic validation pass."""
@@ -129,6 +149,8 @@ class Trainer:
         if self.has_val:  # a damaged val shard fails now, not after the first eval_every steps
             verify_shards(shard_paths(self.tokens_dir, "val"))
         self.eot_id = manifest.eot_id
+        if self.rank == 0 and not t.fit_to_time_limit:  # fitted runs size their steps later
+            warn_if_repeating(t.max_steps * self.tokens_per_step, self.loader.windows * d.seq_len)
 
     def total_steps(self) -> int:
         return self.cfg.train.max_steps

@@ -265,3 +265,28 @@ def test_time_limit_stops_early_with_a_final_checkpoint(tokens_dir, tiny_cfg, tm
     assert result.checkpoint.endswith(f"step_{result.step}")  # saved where it stopped
     assert result.val_loss is not None  # the final validation ran
     assert time.time() - start < 1.5 + 10  # generous: one step and the final save, not a run
+
+
+def test_a_run_that_rereads_its_data_many_times_is_warned(tokens_dir, tiny_cfg, tmp_path, caplog):
+    from kiln.components.pretrain.train import MANY_PASSES
+
+    def warnings_for(max_steps: int, **train) -> list[str]:
+        caplog.clear()
+        tiny_cfg.train.max_steps = max_steps
+        for key, value in train.items():
+            setattr(tiny_cfg.train, key, value)
+        with caplog.at_level("WARNING", logger="kiln.train"):
+            trainer = Trainer(tiny_cfg, tokens_dir, Runtime(tmp_path / f"run{len(train)}"))
+        return [r.getMessage() for r in caplog.records if "times" in r.getMessage()], trainer
+
+    _, trainer = warnings_for(1)
+    per_pass = trainer.loader.windows * tiny_cfg.data.seq_len
+    steps = MANY_PASSES * per_pass // trainer.tokens_per_step  # at most MANY_PASSES passes
+    assert warnings_for(steps)[0] == []
+    (warned,), _ = warnings_for(2 * steps + 2)
+    passes = (2 * steps + 2) * trainer.tokens_per_step / per_pass
+    assert passes > MANY_PASSES
+    assert f"reads its {per_pass:,} training tokens {passes:.0f} times" in warned
+    assert "more text" in warned
+    # Fitted to a time limit, the steps are not known yet: nothing to say.
+    assert warnings_for(2 * steps, time_limit_s=60.0, fit_to_time_limit=True)[0] == []
