@@ -26,6 +26,9 @@ _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _PROGRESS = re.compile(r"(step \d+/\d+ \|.*|step \d+: val loss.*|sample @\d+:.*)$")
 _EXECUTOR = re.compile(r"\[KFP Executor [^\]]* (INFO|WARNING|ERROR)\]: (.*)$")
+# A Kiln logger's record from a training process (Ray Train worker, TrainJob node), after the
+# worker's prefix and a timestamp: "(RayTrainWorker pid=7) 2026-… WARNING kiln.train: …".
+_KILN_RECORD = re.compile(r"\b(WARNING|ERROR) kiln[\w.]*: (.*)$")
 _WARNING = re.compile(r"\b(WARNING|ERROR)\b")
 # Executor bookkeeping that says nothing about the run itself.
 _NOISE = (
@@ -125,5 +128,7 @@ class RunConsole(io.TextIOBase):
         elif m := _EXECUTOR.search(line):
             if not any(noise in m[2] for noise in _NOISE):
                 self._print(f"    {m[2] if m[1] == 'INFO' else m[1] + ': ' + m[2]}")
+        elif m := _KILN_RECORD.search(line):
+            self._print(f"    {m[1]}: {m[2]}")
         elif _WARNING.search(line) and "Pipeline" not in line:
             self._print(f"    {line.strip()}")

@@ -108,11 +108,30 @@ def _ray_step(checkpoint: Checkpoint | None) -> float:
     return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else float("inf")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_with_levels() -> None:
+    """Kiln's records on a Ray Train worker carry their level, as in a plain process.
+
+    Ray Train gives a worker's root logger its own handlers, which print the message alone (so
+    `logging.basicConfig` does nothing there): a warning would read like progress, and `kiln
+    run`, which shows the user every WARNING line, would keep it in its log file only. The
+    `kiln` loggers get one stderr handler of their own (Ray forwards the worker's stderr to the
+    driver and its session logs) and stop propagating, so nothing is printed twice.
+    """
+    kiln = logging.getLogger("kiln")
+    if not kiln.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        kiln.addHandler(handler)
+    kiln.setLevel(logging.INFO)
+    kiln.propagate = False
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Entry point on every Ray Train worker."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_with_levels()
     ctx = ray.train.get_context()
     cfg = from_dict(config["cfg"])
     runtime = RayRuntime(

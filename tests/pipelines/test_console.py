@@ -11,6 +11,7 @@ KFP_OUTPUT = """\
     [KFP Executor 2026-11-21 12:00:01,000 INFO]: ingest: 400 documents in, 380 kept
 12:00:01.000 - INFO - Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
 12:00:01.100 - INFO - Executing task 'pretrain'
+    (RayTrainWorker pid=1) 2026-11-21 12:00:01,500 WARNING kiln.train: this run reads its data 20 times
     (RayTrainWorker pid=1) step 10/20 | loss 5.0 | ppl 148.4 | 900 tok/s
     (RayTrainWorker pid=1) step 10: val loss 4.9 (ppl 134.29)
     [KFP Executor 2026-11-21 12:00:02,000 WARNING]: tokens dir has no val split
@@ -33,6 +34,7 @@ def test_terminal_gets_steps_progress_and_the_failed_steps_error(tmp_path):
     assert "    step 10/20 | loss 5.0 | ppl 148.4 | 900 tok/s" in shown
     assert "    step 10: val loss 4.9 (ppl 134.29)" in shown
     assert "    WARNING: tokens dir has no val split" in shown
+    assert "    WARNING: this run reads its data 20 times" in shown  # a worker's own warning
     failed = next(i for i, line in enumerate(shown) if line.startswith("✗ pretrain FAILURE"))
     assert "    ValueError: token shards hold 3 windows" in shown[failed:]
     assert shown[-1] == f"  (full log: {tmp_path / 'run.log'})"

@@ -36,8 +36,8 @@ def local_ray():
     ray.shutdown()
 
 
-WORKER_LINE = re.compile(
-    r"worker rank (?P<rank>\d+) on node (?P<node>\S+) \(pid \d+, (?P<device>[^,]+), "
+WORKER_LINE = re.compile(  # with its level, which `kiln run` needs to show warnings
+    r"INFO kiln\.ray: worker rank (?P<rank>\d+) on node (?P<node>\S+) \(pid \d+, (?P<device>[^,]+), "
     r"(?P<strategy>\w+), (?P<params>\d+) local parameters\)"
 )
 
