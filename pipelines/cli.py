@@ -19,6 +19,7 @@ import sys
 import traceback
 
 from kiln.components.common.errors import Unreachable, UserError
+from kiln.components.common.progress import LOG_FORMAT
 from kiln.components.common.storage.settings import IntegrityError, StorageError
 
 # Order here is the order shown by `kiln --help`.
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         # `kiln run --verbose` (its own flag) also asks for debug logging.
         level=logging.DEBUG if args.debug or getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         datefmt="%H:%M:%S",
     )
     try:

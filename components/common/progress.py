@@ -5,6 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+# How every Kiln process formats its log records (the CLI, Ray Train workers, TrainJob nodes).
+# `kiln run`'s console (pipelines/console.py) finds a training process's warnings by the
+# "LEVEL logger: message" part.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 class Progress:
     """Counts bytes and items; prints rates while running and once more on close."""

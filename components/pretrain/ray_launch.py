@@ -39,6 +39,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from kiln.components.common.config import Config, from_dict
 from kiln.components.common.errors import UserError
+from kiln.components.common.progress import LOG_FORMAT
 from kiln.components.pretrain import checkpoint as ckpt
 from kiln.components.pretrain import checkpoint_store
 from kiln.components.pretrain.placement import local_param_count
@@ -106,9 +107,6 @@ def _ray_step(checkpoint: Checkpoint | None) -> float:
         return -1
     name = Path(checkpoint.path).name
     return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else float("inf")
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def log_with_levels() -> None:

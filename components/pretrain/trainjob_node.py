@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from kiln.components.common.config import from_dict
 from kiln.components.common.errors import UserError
+from kiln.components.common.progress import LOG_FORMAT
 from kiln.components.pretrain import checkpoint_store
 from kiln.components.pretrain.runtime import Runtime
 from kiln.components.pretrain.train import Trainer, make_trainer
@@ -99,9 +100,7 @@ def node_runtime(storage_path: str, output_dir: str, use_gpu: bool) -> TrainJobR
 
 def node_trainer() -> Trainer:
     """This process's Trainer for the run described by NODE_ENV, in the job's process group."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     cfg = from_dict(json.loads(_env(NODE_ENV["config"])))
     runtime = node_runtime(cfg.dist.storage_path, _env(NODE_ENV["output"]), cfg.dist.use_gpu)
     if runtime.world_size > 1:

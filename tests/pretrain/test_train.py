@@ -270,7 +270,7 @@ def test_time_limit_stops_early_with_a_final_checkpoint(tokens_dir, tiny_cfg, tm
 def test_a_run_that_rereads_its_data_many_times_is_warned(tokens_dir, tiny_cfg, tmp_path, caplog):
     from kiln.components.pretrain.train import MANY_PASSES
 
-    def warnings_for(max_steps: int, **train) -> list[str]:
+    def warnings_for(max_steps: int, **train) -> tuple[list[str], Trainer]:
         caplog.clear()
         tiny_cfg.train.max_steps = max_steps
         for key, value in train.items():
