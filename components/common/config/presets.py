@@ -8,7 +8,9 @@ from kiln.components.common.config.tree import Config
 
 
 def _tiny(c: Config) -> None:
-    """CPU, seconds per run: for tests and laptops."""
+    """CPU, seconds per run: for tests and laptops. What `mini` found free of cost carries over:
+    the token embedding learning 10× faster than the rest and warmup-stable-decay (12% lower
+    held-out loss at 200 steps, docs/training.md)."""
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 64, 2, 4, 2
     c.model.max_seq_len = 128
     c.data.seq_len = 64
@@ -17,6 +19,8 @@ def _tiny(c: Config) -> None:
     c.train.ckpt_every = 100
     c.train.sample_tokens = 32
     c.optim.lr, c.optim.warmup_steps = 3e-3, 20
+    c.optim.embedding_lr = 3e-2
+    c.optim.schedule, c.optim.wsd_decay_frac = "wsd", 0.35
 
 
 def _mini(c: Config) -> None:
