@@ -290,3 +290,27 @@ def test_a_run_that_rereads_its_data_many_times_is_warned(tokens_dir, tiny_cfg, 
     assert "more text" in warned
     # Fitted to a time limit, the steps are not known yet: nothing to say.
     assert warnings_for(2 * steps, time_limit_s=60.0, fit_to_time_limit=True)[0] == []
+
+
+def test_gpt2_124m_architecture_trains_compiled_in_bf16_with_muon(tokens_dir, tiny_cfg, tmp_path):
+    """`gpt2-124m`'s architecture (tied embeddings, full multi-head attention) at test size,
+    with Muon, under `torch.compile` in bf16 autocast (what the preset runs on a GPU): it trains
+    as the eager model does, and its checkpoint keeps plain parameter names."""
+    from kiln.components.common.config import load_config
+
+    shipped = load_config("gpt2-124m", overrides=["optim.name=muon"])
+    assert shipped.train.compile and shipped.train.dtype == "bf16"
+    assert shipped.model.tie_embeddings and shipped.model.n_kv_heads == shipped.model.n_heads
+    tiny_cfg.model.tie_embeddings, tiny_cfg.model.n_kv_heads = True, tiny_cfg.model.n_heads
+    tiny_cfg.optim.name, tiny_cfg.train.dtype = "muon", "bf16"
+    tiny_cfg.train.max_steps, tiny_cfg.train.eval_every, tiny_cfg.train.sample_tokens = 8, 0, 0
+    eager = pretrain(tiny_cfg, tokens_dir, tmp_path / "eager")
+    tiny_cfg.train.compile = True
+    compiled = pretrain(tiny_cfg, tokens_dir, tmp_path / "compiled")
+    assert compiled.losses.keys() == eager.losses.keys()
+    for step, loss in eager.losses.items():  # bf16: fused kernels round differently, no more
+        assert compiled.losses[step] == pytest.approx(loss, rel=1e-3), step
+    assert compiled.losses[8] < compiled.losses[1]
+    assert weights(tmp_path / "eager/checkpoints/step_8").keys() == weights(
+        tmp_path / "compiled/checkpoints/step_8"
+    ).keys()
