@@ -311,6 +311,7 @@ def test_gpt2_124m_architecture_trains_compiled_in_bf16_with_muon(tokens_dir, ti
     for step, loss in eager.losses.items():  # bf16: fused kernels round differently, no more
         assert compiled.losses[step] == pytest.approx(loss, rel=1e-3), step
     assert compiled.losses[8] < compiled.losses[1]
-    assert weights(tmp_path / "eager/checkpoints/step_8").keys() == weights(
-        tmp_path / "compiled/checkpoints/step_8"
-    ).keys()
+    assert (
+        weights(tmp_path / "eager/checkpoints/step_8").keys()
+        == weights(tmp_path / "compiled/checkpoints/step_8").keys()
+    )

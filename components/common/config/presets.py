@@ -9,7 +9,7 @@ from kiln.components.common.config.tree import Config
 
 def _tiny(c: Config) -> None:
     """CPU, seconds per run: for tests and laptops. What `mini` found free of cost carries over:
-    the token embedding learning 10× faster than the rest and warmup-stable-decay (12% lower
+    the token embedding learning 10× faster than the rest and warmup-stable-decay (10-12% lower
     held-out loss at 200 steps, docs/training.md)."""
     c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 64, 2, 4, 2
     c.model.max_seq_len = 128
